@@ -1,0 +1,1 @@
+"""Learning-rate schedules (private modules; the public API is re-exported by autolr_jax)."""

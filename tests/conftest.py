@@ -1,0 +1,30 @@
+"""Shared test fixtures.
+
+Oracles (PyTorch) are optional on a developer's machine but required in CI: a
+skipped oracle is not a pass, so under CI=true a missing torch fails the test.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require(module_name: str, reason: str):
+    """Imports ``module_name``; skips (locally) or fails (under CI=true) if absent."""
+    try:
+        return __import__(module_name)
+    except ImportError as e:
+        msg = f"{module_name} is not installed ({reason}); `pip install -e '.[test]'` installs it"
+        if IN_CI:
+            pytest.fail(f"CI=true but {msg}: {e}")
+        pytest.skip(msg)
+
+
+@pytest.fixture(scope="session")
+def torch():
+    """PyTorch, the oracle for schedule and plateau parity."""
+    return require("torch", "the PyTorch parity oracle")
