@@ -1,0 +1,494 @@
+"""The automated learning-rate scheduler: probe factors of the update, keep a weighted mean."""
+
+from __future__ import annotations
+
+import inspect
+import math
+import numbers
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax import lax
+
+from autolr_jax._validation import check_choice, check_int, check_real
+from autolr_jax.auto._scores import ScoreFn, resolve_score
+from autolr_jax.auto._strategy import (
+    PROBE_STRATEGIES,
+    evaluate_candidates,
+    resolve_probe_strategy,
+)
+
+__all__ = ["AutoLRState", "AutoLRTelemetry", "auto_lr"]
+
+_MISSING = object()
+
+
+class AutoLRTelemetry(NamedTuple):
+    """What the last probe of :func:`auto_lr` saw, for logging.
+
+    Before the first probe the losses and scores are zeros, the multiplier is 1
+    and ``num_probes`` is 0.
+
+    Attributes:
+      losses: float32 ``(N,)``, the candidate losses ``loss_fn(params + f_i * u, batch)``
+        in the order of ``factors`` (averaged over ``axis_name`` when given).
+      scores: float32 ``(N,)``, the scores used as weights (0 for non-finite losses).
+      multiplier: float32 scalar, the weighted geometric mean of the factors that
+        multiplied the learning rate (before clipping to ``[min_lr, max_lr]``).
+      num_probes: int32 scalar, the number of probes so far (saturating at 2**31 - 1).
+    """
+
+    losses: jax.Array
+    scores: jax.Array
+    multiplier: jax.Array
+    num_probes: jax.Array
+
+
+class AutoLRState(NamedTuple):
+    """State of :func:`auto_lr`.
+
+    Attributes:
+      inject_state: the ``optax.inject_hyperparams`` state of the wrapped
+        optimizer. Its ``hyperparams['learning_rate']`` (float32) is the learning
+        rate used by the last update (before the first update: the initial one);
+        its ``count`` (int32) is the number of updates so far.
+      telemetry: an :class:`AutoLRTelemetry` describing the last probe.
+    """
+
+    inject_state: Any
+    telemetry: AutoLRTelemetry
+
+    @property
+    def hyperparams(self) -> dict[str, jax.Array]:
+        """The injected hyperparameters (``{'learning_rate': ...}``), as in ``optax``.
+
+        Like ``optax.inject_hyperparams``, assigning
+        ``state.hyperparams['learning_rate'] = x`` sets the learning rate that the
+        next update uses (and that the next probe multiplies).
+        """
+        return self.inject_state.hyperparams
+
+
+def _check_factors(factors: Any) -> tuple[float, ...]:
+    if isinstance(factors, (str, bytes, numbers.Number)) or factors is None:
+        raise ValueError(f"factors must be a sequence of numbers > 0, got {factors!r}")
+    try:
+        values = list(np.asarray(factors, dtype=object).reshape(-1))
+    except (TypeError, ValueError):
+        raise ValueError(f"factors must be a sequence of numbers > 0, got {factors!r}") from None
+    if not values:
+        raise ValueError(f"factors must not be empty, got {factors!r}")
+    out = []
+    for i, f in enumerate(values):
+        check_real(f"factors[{i}]", f, lo=0.0, lo_open=True)
+        out.append(float(f))
+    if len(set(out)) != len(out):
+        dup = sorted({f for f in out if out.count(f) > 1})
+        raise ValueError(
+            f"factors must be distinct (a repeated factor would silently double its weight in "
+            f"the geometric mean), got {factors!r} with {dup} repeated"
+        )
+    return tuple(out)
+
+
+def _factory_name(optimizer: Any) -> str:
+    mod = getattr(optimizer, "__module__", "") or ""
+    name = getattr(optimizer, "__qualname__", None) or getattr(optimizer, "__name__", None)
+    if name is None:
+        return repr(optimizer)
+    return f"{mod.split('.')[0]}.{name}" if mod.startswith("optax") else name
+
+
+def _check_optimizer(optimizer: Any, learning_rate: Any, inner_kwargs: dict) -> str:
+    if isinstance(optimizer, optax.GradientTransformation) or not callable(optimizer):
+        raise ValueError(
+            "optimizer must be an Optax optimizer factory taking learning_rate, such as "
+            f"optax.sgd (the function, not optax.sgd(...)), got {optimizer!r}"
+        )
+    name = _factory_name(optimizer)
+    try:
+        signature = inspect.signature(optimizer)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"optimizer {name} has no inspectable signature; auto_lr needs a factory with a "
+            "learning_rate argument, such as optax.sgd"
+        ) from None
+    params = signature.parameters
+    var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    if "learning_rate" not in params and not var_kw:
+        raise ValueError(
+            f"optimizer must be an Optax optimizer factory with a learning_rate argument, "
+            f"but {name}{signature} has none"
+        )
+    try:
+        signature.bind(learning_rate=learning_rate, **inner_kwargs)
+    except TypeError as e:
+        raise ValueError(
+            f"optimizer {name}{signature} does not accept the keyword arguments "
+            f"{sorted(inner_kwargs)} passed through auto_lr: {e}"
+        ) from None
+    return name
+
+
+def _apply(params: Any, updates: Any, factor: jax.Array) -> Any:
+    """``optax.apply_updates(params, factor * updates)``, leaf by leaf."""
+
+    def leaf(p, u):
+        if p is None or u is None:
+            return p
+        return jnp.asarray(p + factor * u).astype(jnp.asarray(p).dtype)
+
+    return jax.tree.map(leaf, params, updates, is_leaf=lambda x: x is None)
+
+
+def _varying_axes(x: jax.Array) -> frozenset:
+    """The shard_map axes over which ``x`` varies (empty outside shard_map or unknown)."""
+    typeof = getattr(jax, "typeof", None)
+    if typeof is None:
+        return frozenset()
+    aval = typeof(x)
+    # jax >= 0.9 keeps them in aval.manual_axis_type.varying; 0.6-0.8 in aval.vma.
+    manual = getattr(aval, "manual_axis_type", None)
+    if manual is not None:
+        return frozenset(getattr(manual, "varying", ()))
+    return frozenset(getattr(aval, "vma", ()))
+
+
+def _check_not_varying(losses: jax.Array, axis_name: Hashable | None) -> None:
+    """Rejects candidate losses that still differ across shard_map devices."""
+    varying = _varying_axes(losses)
+    if varying:
+        axes = tuple(sorted(map(str, varying)))
+        given = "" if axis_name is None else f" (axis_name={axis_name!r} does not cover them)"
+        raise ValueError(
+            f"auto_lr: the candidate losses differ across the shard_map axes {axes}{given}, "
+            "so each device would pick its own learning rate. Pass auto_lr(..., "
+            f"axis_name={axes[0] if len(axes) == 1 else axes!r}) to average them, or use "
+            "shard_map(..., check_vma=False) if per-device learning rates are intended."
+        )
+
+
+def auto_lr(
+    optimizer: Callable[..., optax.GradientTransformation],
+    /,
+    learning_rate: float,
+    *,
+    loss_fn: Callable[..., Any] | None = None,
+    factors: Sequence[float] = (2.0, 1.0, 0.5),
+    every: int | None = None,
+    min_lr: float = 0.0,
+    max_lr: float = float("inf"),
+    has_aux: bool = False,
+    score: str | ScoreFn = "minmax_exp",
+    strategy: str = "auto",
+    chunk_size: int | None = None,
+    axis_name: Hashable | None = None,
+    **inner_kwargs: Any,
+) -> optax.GradientTransformationExtraArgs:
+    """Wraps an Optax optimizer so that its learning rate is set by probing factors of it.
+
+    Every ``every`` updates (update indices 0, ``every``, ``2 * every``, ...) the
+    update is a *probe*. With the current learning rate ``lr``, the incoming
+    gradient ``g`` and the wrapped optimizer's update ``u`` computed at ``lr``:
+
+    1. the candidates are ``params + f_i * u`` for each factor ``f_i`` (for plain
+       SGD, ``params - f_i * lr * g``);
+    2. ``L_i = loss_fn(params + f_i * u, batch)``, all candidates evaluated in the
+       same jitted computation, forward only (no candidate gradients, no copies
+       of the model in Python);
+    3. the losses are scored by ``score`` (default: min-max normalised,
+       ``s_i = exp(-x_i)``, see :func:`minmax_exp_score`); a non-finite loss
+       scores 0;
+    4. ``m = exp(sum(s_i * log f_i) / sum(s_i))``, the score-weighted geometric
+       mean of the factors (the smallest factor if every loss is non-finite or no
+       score is positive), and ``lr <- clip(lr * m, min_lr, max_lr)``;
+    5. the update returned by that same call uses the new ``lr``: the wrapped
+       optimizer's update is *recomputed* at the new ``lr`` from the original
+       inner state, so the result is exactly ``optimizer(lr_new).update(...)``
+       for every optimizer (no assumption that the update is linear in ``lr``).
+       The inner state advances once per call, as if the optimizer had been run
+       at the new ``lr``.
+
+    Between probes it is the wrapped optimizer's plain update at the current
+    ``lr``. Probe and non-probe updates are branches of one ``lax.cond``, so a
+    jitted training step compiles once.
+
+    The probe batch is whatever is passed as ``batch=`` to ``update`` (it may be
+    smaller than, or different from, the training batch). Extra keyword
+    arguments of ``update`` other than ``batch`` are forwarded to the wrapped
+    optimizer. Inside ``optax.chain`` (e.g. after ``optax.clip_by_global_norm``)
+    ``batch=`` is forwarded by the chain, and ``u`` is auto_lr's own output.
+
+    The learning rate lives in an ``optax.inject_hyperparams`` state (float32,
+    also for bfloat16 parameters or with ``jax_enable_x64``):
+    ``state.hyperparams['learning_rate']`` and :func:`autolr_jax.current_lr`
+    give the learning rate used by the last update. Only ``learning_rate`` is
+    injected; ``inner_kwargs`` are passed to the factory unchanged, as Python
+    values. As with ``optax.inject_hyperparams``, updates of bfloat16 gradients
+    come out float32 (the learning rate is a float32 array);
+    ``optax.apply_updates`` casts them back to the parameter dtype. The last
+    probe's losses, scores and multiplier are in ``state.telemetry``
+    (:class:`AutoLRTelemetry`).
+
+    Data parallelism: under ``jit`` with sharded arrays nothing is needed. Under
+    ``shard_map`` or ``pmap`` (each device seeing its shard of the batch), pass
+    ``axis_name``: the candidate losses are averaged with ``lax.pmean`` so every
+    device picks the same learning rate (for a loss that is a mean over equal
+    shards, the result equals a single-device run on the whole batch). Without
+    it, devices may drift apart.
+
+    Models with state (Flax NNX with BatchNorm): ``loss_fn`` must be a pure
+    function of ``(params, batch)``, so the probe cannot change the model's
+    running statistics. Rebuild the model inside ``loss_fn`` from the graph
+    definition, the candidate parameters and the model's other state passed in
+    the batch (``nnx.Optimizer.update`` hands its keyword arguments over as pure
+    arrays, so ``nnx.merge`` builds a fresh copy); whatever the forward does to
+    the copy's statistics is discarded with it. In train mode the copy normalises
+    with the probe batch's own statistics, as the training forward does::
+
+        graphdef, _, _ = nnx.split(model, nnx.Param, ...)
+
+        def loss_fn(params, batch):
+            x, y, rest = batch  # rest: the model's batch stats (and RNG state)
+            copy = nnx.merge(graphdef, params, rest)
+            return optax.softmax_cross_entropy_with_integer_labels(copy(x), y).mean()
+
+        optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+        rest = nnx.state(model, nnx.Not(nnx.Param))
+        optimizer.update(model, grads, batch=(x, y, rest))
+
+    Args:
+      optimizer: an Optax optimizer *factory* with a ``learning_rate`` argument,
+        e.g. ``optax.sgd``, ``optax.adam``, ``optax.adamw``, ``optax.lion``.
+        Positional only.
+      learning_rate: the initial learning rate, a number > 0.
+      loss_fn: ``loss_fn(params, batch) -> scalar`` (or ``(scalar, aux)`` with
+        ``has_aux=True``); pure and traceable. ``params`` has the structure the
+        optimizer sees.
+      factors: the learning-rate factors to probe, distinct, finite, > 0
+        (the seed's sets: ``(2, 1, 0.5)``, ``(4, 2, 1, 0.5, 0.125)``, ...).
+        Distinct because a repeat would silently double a factor's weight.
+      every: the probe interval, in update calls (e.g. steps per epoch); an
+        integer >= 1. Required.
+      min_lr: lower bound of the learning rate, >= 0.
+      max_lr: upper bound of the learning rate, > ``min_lr`` (may be ``inf``).
+      has_aux: whether ``loss_fn`` returns ``(loss, aux)``; ``aux`` is ignored.
+      score: ``"minmax_exp"`` (default, :func:`minmax_exp_score`), ``"softmax"``
+        (:func:`softmax_score` with temperature 1), or a callable
+        ``score(losses, finite) -> scores`` (float ``(N,)``, bool ``(N,)`` ->
+        nonnegative ``(N,)``; see :mod:`autolr_jax.auto._scores` for the
+        contract), e.g. ``softmax_score(temperature=0.5)``.
+      strategy: how the candidates are evaluated: ``"vmap"`` (``jax.vmap`` over
+        the factors), ``"map"`` (``lax.map``: one forward after another inside
+        one computation, peak memory of one forward), or ``"auto"``
+        (:func:`default_probe_strategy` of the backend at trace time; ``"map"``
+        when ``chunk_size`` is given).
+      chunk_size: with ``"map"``, the number of candidates vmapped at a time
+        (``lax.map(..., batch_size=chunk_size)``); an integer >= 1 or ``None``.
+        Not allowed with ``"vmap"``.
+      axis_name: the mapped axis name (or names) of ``shard_map``/``pmap`` over
+        which to average candidate losses, or ``None``.
+      **inner_kwargs: passed to ``optimizer``, e.g. ``momentum=0.9``,
+        ``nesterov=True``, ``weight_decay=1e-4``.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs`` whose ``update(updates,
+      state, params, *, batch, **extra)`` requires ``params`` and ``batch``; its
+      state is an :class:`AutoLRState`.
+
+    Raises:
+      ValueError: at construction, for any invalid argument (the message names it).
+      TypeError: at trace time, when ``update`` is called without ``batch=`` or
+        ``params``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, optax, autolr_jax
+      >>> from autolr_jax.auto import auto_lr
+      >>> x = jnp.linspace(-1.0, 1.0, 8)
+      >>> batch = (x, 3.0 * x)
+      >>> def loss_fn(w, batch):
+      ...     return jnp.mean((w * batch[0] - batch[1]) ** 2)
+      >>> tx = auto_lr(optax.sgd, 0.1, loss_fn=loss_fn, factors=(2.0, 1.0, 0.5), every=2)
+      >>> w = jnp.zeros(())
+      >>> state = tx.init(w)
+      >>> @jax.jit
+      ... def step(w, state):
+      ...     grads = jax.grad(loss_fn)(w, batch)
+      ...     updates, state = tx.update(grads, state, w, batch=batch)
+      ...     return optax.apply_updates(w, updates), state
+      >>> for _ in range(4):
+      ...     w, state = step(w, state)
+      >>> float(autolr_jax.current_lr(state)) > 0.1, int(state.telemetry.num_probes)
+      (True, 2)
+
+    References:
+      Kim and Yu, "Automated learning rate scheduling with in-training
+      information", Algorithm 1 (Automated learning rate scheduler).
+    """
+    # --- validation: everything up front, before any tracing -------------------
+    if callable(learning_rate) or isinstance(learning_rate, bool):
+        raise ValueError(
+            "learning_rate must be the initial learning rate, a number > 0 (auto_lr sets it; "
+            f"schedules are not accepted), got {learning_rate!r}"
+        )
+    check_real("learning_rate", learning_rate, lo=0.0, lo_open=True)
+    _check_optimizer(optimizer, learning_rate, inner_kwargs)
+    if loss_fn is None:
+        raise ValueError("loss_fn is required: loss_fn(params, batch) -> scalar loss")
+    if not callable(loss_fn):
+        raise ValueError(f"loss_fn must be callable as loss_fn(params, batch), got {loss_fn!r}")
+    factors = _check_factors(factors)
+    if every is None:
+        raise ValueError(
+            "every is required: the probe interval in update calls (e.g. steps per epoch)"
+        )
+    every = check_int("every", every, lo=1, hi=2**31 - 1)
+    check_real("min_lr", min_lr, lo=0.0)
+    check_real("max_lr", max_lr, lo=float(min_lr), lo_open=True, allow_inf=True)
+    if not isinstance(has_aux, (bool, np.bool_)):
+        raise ValueError(f"has_aux must be True or False, got {has_aux!r}")
+    score_fn = resolve_score(score)
+    if not isinstance(strategy, str):
+        raise ValueError(f"strategy must be one of {PROBE_STRATEGIES!r}, got {strategy!r}")
+    check_choice("strategy", strategy, PROBE_STRATEGIES)
+    if chunk_size is not None:
+        chunk_size = check_int("chunk_size", chunk_size, lo=1)
+        if strategy == "vmap":
+            raise ValueError(
+                f"chunk_size={chunk_size} bounds how many candidates are evaluated at once, "
+                "which strategy='vmap' (all at once) cannot honour; use strategy='map'"
+            )
+    if axis_name is not None and not isinstance(axis_name, Hashable):
+        raise ValueError(f"axis_name must be a mapped axis name or None, got {axis_name!r}")
+
+    has_aux = bool(has_aux)
+    learning_rate = float(learning_rate)
+    min_lr, max_lr = float(min_lr), float(max_lr)
+    n = len(factors)
+    log_factors = tuple(math.log(f) for f in factors)
+    smallest = min(factors)
+
+    def factory(learning_rate):
+        return optimizer(learning_rate=learning_rate, **inner_kwargs)
+
+    inner = optax.inject_hyperparams(factory, hyperparam_dtype=jnp.float32)(
+        learning_rate=learning_rate
+    )
+
+    def init_fn(params):
+        telemetry = AutoLRTelemetry(
+            losses=jnp.zeros((n,), jnp.float32),
+            scores=jnp.zeros((n,), jnp.float32),
+            multiplier=jnp.ones((), jnp.float32),
+            num_probes=jnp.zeros((), jnp.int32),
+        )
+        return AutoLRState(inject_state=inner.init(params), telemetry=telemetry)
+
+    def candidate_loss(params, updates, batch, factor):
+        out = loss_fn(_apply(params, updates, factor), batch)
+        if has_aux:
+            if not isinstance(out, (tuple, list)) or len(out) != 2:
+                raise ValueError(
+                    "auto_lr(has_aux=True): loss_fn must return (loss, aux), got "
+                    f"{type(out).__name__}"
+                )
+            out = out[0]
+        try:
+            loss = jnp.asarray(out)
+        except TypeError:
+            loss = None
+        if loss is None or loss.shape != () or not jnp.issubdtype(loss.dtype, jnp.floating):
+            hint = "" if has_aux else " (if it returns (loss, aux), pass has_aux=True)"
+            what = f"shape {loss.shape} dtype {loss.dtype}" if loss is not None else type(out)
+            raise ValueError(
+                f"auto_lr: loss_fn must return a scalar floating-point loss{hint}, got {what}"
+            )
+        return loss.astype(jnp.promote_types(loss.dtype, jnp.float32))
+
+    def combine(losses):
+        finite = jnp.isfinite(losses)
+        try:
+            scores = jnp.asarray(score_fn(losses, finite))
+        except TypeError as e:
+            raise TypeError(
+                f"auto_lr: score {score!r} must be a function score(losses, finite) -> "
+                f"nonnegative scores of shape ({n},): {e}"
+            ) from e
+        if scores.shape != (n,):
+            raise ValueError(
+                f"auto_lr: score {score!r} must return an array of shape ({n},), "
+                f"got shape {scores.shape}"
+            )
+        scores = scores.astype(losses.dtype)
+        usable = finite & jnp.isfinite(scores) & (scores > 0)
+        scores = jnp.where(usable, scores, 0.0)
+        total = jnp.sum(scores)
+        ok = total > 0
+        log_f = jnp.asarray(log_factors, losses.dtype)
+        mean_log = jnp.sum(scores * log_f) / jnp.where(ok, total, 1.0)
+        multiplier = jnp.where(ok, jnp.exp(mean_log), smallest)
+        return scores, multiplier.astype(jnp.float32)
+
+    def update_fn(updates, state, params=None, *, batch=_MISSING, **extra_args):
+        if batch is _MISSING:
+            raise TypeError(
+                "auto_lr: update needs the probe batch passed as a keyword: "
+                "tx.update(grads, state, params, batch=batch) (inside optax.chain and "
+                "nnx.Optimizer.update, pass batch=batch to their update)"
+            )
+        if params is None:
+            raise TypeError(
+                "auto_lr: update needs params, to build the candidates params + f * u: "
+                "tx.update(grads, state, params, batch=batch)"
+            )
+        inject_state = state.inject_state
+        lr = jnp.asarray(inject_state.hyperparams["learning_rate"], jnp.float32)
+
+        def inner_update(lr_value):
+            hyperparams = dict(inject_state.hyperparams)
+            hyperparams["learning_rate"] = lr_value
+            return inner.update(
+                updates, inject_state._replace(hyperparams=hyperparams), params, **extra_args
+            )
+
+        def probe(_):
+            u, _ = inner_update(lr)
+            factor_array = jnp.asarray(factors, jnp.float32)
+            losses = evaluate_candidates(
+                lambda f: candidate_loss(params, u, batch, f),
+                factor_array,
+                resolve_probe_strategy(strategy, chunk_size),
+                chunk_size,
+            )
+            if axis_name is not None:
+                losses = lax.pmean(losses, axis_name)
+            _check_not_varying(losses, axis_name)
+            scores, multiplier = combine(losses)
+            new_lr = jnp.clip(lr * multiplier, min_lr, max_lr).astype(jnp.float32)
+            telemetry = AutoLRTelemetry(
+                losses=losses.astype(jnp.float32),
+                scores=scores.astype(jnp.float32),
+                multiplier=multiplier,
+                num_probes=optax.safe_increment(jnp.asarray(state.telemetry.num_probes, jnp.int32)),
+            )
+            return new_lr, telemetry
+
+        def skip(_):
+            telemetry = AutoLRTelemetry(
+                losses=jnp.asarray(state.telemetry.losses, jnp.float32),
+                scores=jnp.asarray(state.telemetry.scores, jnp.float32),
+                multiplier=jnp.asarray(state.telemetry.multiplier, jnp.float32),
+                num_probes=jnp.asarray(state.telemetry.num_probes, jnp.int32),
+            )
+            return lr, telemetry
+
+        is_probe = jnp.asarray(inject_state.count, jnp.int32) % every == 0
+        new_lr, telemetry = lax.cond(is_probe, probe, skip, None)
+        new_updates, new_inject_state = inner_update(new_lr)
+        return new_updates, AutoLRState(inject_state=new_inject_state, telemetry=telemetry)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)

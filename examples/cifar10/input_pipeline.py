@@ -1,0 +1,567 @@
+"""CIFAR-10 as in-memory arrays: tfds or an offline image folder, one loader after decoding.
+
+Two sources, one destination. tensorflow-datasets' ``cifar10`` (the default, read
+through ``tfds.data_source``, which needs no TensorFlow once the data set is
+prepared) and an image folder or ``.tar.gz`` of one (``--data-dir``) are both
+decoded to ``uint8`` NHWC images and integer labels and handed to the same
+:func:`arrays_to_dataset`, which validates them; everything after that (subsets,
+batching, shuffling) is shared. Decoded arrays are cached as ``.npz`` so that the
+second run starts in seconds.
+
+Augmentation and normalisation are not done here: they run on the accelerator,
+inside the jitted train step (see ``train.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.util
+import io
+import os
+import re
+import stat
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+CLASS_NAMES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+SPLITS = ("train", "test")
+# Bump when the cached array format changes, so stale caches are rebuilt.
+_CACHE_VERSION = 1
+
+_HOW_TO_SUPPLY = (
+    "Supply CIFAR-10 either as an image folder or a .tar.gz of one, laid out as\n"
+    "  train/<class>/*.png|jpg  and  test/<class>/*.png|jpg\n"
+    f"with the ten class folders {', '.join(CLASS_NAMES)}\n"
+    "(a single top-level folder around train/ and test/ is fine, e.g. "
+    "--data-dir ../shared/data/cifar10-jpg.tar.gz), or leave --data-dir unset to use "
+    "tensorflow-datasets' prepared 'cifar10' (see examples/cifar10/README.md)."
+)
+
+
+class DataError(ValueError):
+    """The data source is missing or malformed; the message says what was expected."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """One split as arrays.
+
+    Attributes:
+      images: ``uint8`` array, shape ``(n, height, width, 3)``.
+      labels: ``int32`` array, shape ``(n,)``, values in ``[0, num_classes)``.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    train: Split
+    test: Split
+    source: str  # where the data came from, for the logs
+    class_names: tuple[str, ...] = CLASS_NAMES
+
+
+# --------------------------------------------------------------------------------------
+# The common path after decoding.
+
+
+def arrays_to_dataset(
+    train_images: np.ndarray,
+    train_labels: np.ndarray,
+    test_images: np.ndarray,
+    test_labels: np.ndarray,
+    source: str,
+) -> Dataset:
+    """Validates decoded arrays and wraps them; every source ends here.
+
+    Args:
+      train_images, test_images: ``uint8`` NHWC arrays with 3 channels.
+      train_labels, test_labels: integer labels in ``[0, 10)``.
+      source: a description of the source, used in messages.
+
+    Returns:
+      A :class:`Dataset`.
+
+    Raises:
+      DataError: on a wrong shape, dtype or label range.
+    """
+    splits = {}
+    for name, images, labels in (
+        ("train", train_images, train_labels),
+        ("test", test_images, test_labels),
+    ):
+        images = np.asarray(images)
+        labels = np.asarray(labels)
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+            raise DataError(
+                f"{source}: {name} images must be uint8 of shape (n, height, width, 3), "
+                f"got {images.dtype} {images.shape}"
+            )
+        if labels.shape != (images.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
+            raise DataError(
+                f"{source}: {name} labels must be integers of shape ({images.shape[0]},), "
+                f"got {labels.dtype} {labels.shape}"
+            )
+        if len(labels) == 0:
+            raise DataError(f"{source}: the {name} split is empty. {_HOW_TO_SUPPLY}")
+        if labels.min() < 0 or labels.max() >= len(CLASS_NAMES):
+            raise DataError(
+                f"{source}: {name} labels must lie in [0, {len(CLASS_NAMES)}), "
+                f"got [{labels.min()}, {labels.max()}]"
+            )
+        splits[name] = Split(np.ascontiguousarray(images), labels.astype(np.int32))
+    if splits["train"].images.shape[1:] != splits["test"].images.shape[1:]:
+        raise DataError(
+            f"{source}: train and test images differ in size: "
+            f"{splits['train'].images.shape[1:]} vs {splits['test'].images.shape[1:]}"
+        )
+    return Dataset(splits["train"], splits["test"], source)
+
+
+def _save_cache(path: Path, ds: Dataset, fingerprint: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Written under a temporary name and renamed: an interrupted run leaves no torn cache.
+    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=path.parent)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide the cache from other users
+        np.savez(
+            tmp,
+            train_images=ds.train.images,
+            train_labels=ds.train.labels,
+            test_images=ds.test.images,
+            test_labels=ds.test.labels,
+            fingerprint=np.array(fingerprint),
+        )
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _load_cache(path: Path, fingerprint: str, source: str) -> Dataset | None:
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as z:
+            if str(z["fingerprint"]) != fingerprint:
+                return None
+            return arrays_to_dataset(
+                z["train_images"], z["train_labels"], z["test_images"], z["test_labels"], source
+            )
+    except (OSError, KeyError, ValueError):
+        return None  # an unreadable cache is rebuilt, not fatal
+
+
+def _cached(
+    cache_file: Path, fingerprint: str, source: str, build: Callable[[], Dataset]
+) -> Dataset:
+    ds = _load_cache(cache_file, fingerprint, source)
+    if ds is not None:
+        return ds
+    ds = build()
+    try:
+        _save_cache(cache_file, ds, fingerprint)
+    except OSError as e:  # a read-only place only costs the next run a decode
+        print(f"note: could not write the decoded-array cache {cache_file}: {e}")
+    return ds
+
+
+def default_cache_dir() -> Path:
+    """``$AUTOLR_JAX_CACHE``, else ``$XDG_CACHE_HOME/autolr_jax``, else ``~/.cache/autolr_jax``."""
+    if os.environ.get("AUTOLR_JAX_CACHE"):
+        return Path(os.environ["AUTOLR_JAX_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "autolr_jax"
+
+
+# --------------------------------------------------------------------------------------
+# Image folder / .tar.gz source.
+
+
+def _natural_key(name: str):
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def _decode(data: bytes, where: str) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError) as e:
+        raise DataError(f"cannot decode image {where}: {e}") from e
+
+
+def _check_classes(found: dict[str, set[str]], where: str) -> None:
+    for split in SPLITS:
+        classes = found.get(split, set())
+        if classes == set(CLASS_NAMES):
+            continue
+        missing = [c for c in CLASS_NAMES if c not in classes]
+        unexpected = sorted(classes - set(CLASS_NAMES))
+        parts = []
+        if missing:
+            parts.append(f"missing class folders {missing}")
+        if unexpected:
+            parts.append(f"unexpected class folders {unexpected}")
+        raise DataError(f"{where}: {split}/ has {' and '.join(parts)}. {_HOW_TO_SUPPLY}")
+
+
+def _stack(
+    items: dict[str, list[tuple[int, str, np.ndarray]]], where: str
+) -> tuple[np.ndarray, ...]:
+    out = []
+    for split in SPLITS:
+        entries = sorted(items[split], key=lambda e: (e[0], _natural_key(e[1])))
+        shapes = {e[2].shape for e in entries}
+        if len(shapes) > 1:
+            first = entries[0]
+            odd = next(e for e in entries if e[2].shape != first[2].shape)
+            raise DataError(
+                f"{where}: images differ in size: {first[1]} is {first[2].shape[:2]}, "
+                f"{odd[1]} is {odd[2].shape[:2]}; all images must have the same size"
+            )
+        out.append(np.stack([e[2] for e in entries]))
+        out.append(np.array([e[0] for e in entries], np.int32))
+    return tuple(out)
+
+
+def _find_root(path: Path) -> Path:
+    """``path`` if it holds train/ and test/, else its single sub-folder that does."""
+    if all((path / s).is_dir() for s in SPLITS):
+        return path
+    subs = [p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    if len(subs) == 1 and all((subs[0] / s).is_dir() for s in SPLITS):
+        return subs[0]
+    raise DataError(
+        f"--data-dir {path}: found no train/ and test/ folders in it "
+        f"(looked in {path} and in a single sub-folder of it). {_HOW_TO_SUPPLY}"
+    )
+
+
+def _folder_listing(root: Path) -> list[tuple[str, str, Path]]:
+    listing = []
+    found: dict[str, set[str]] = {}
+    for split in SPLITS:
+        found[split] = {p.name for p in (root / split).iterdir() if p.is_dir()}
+    _check_classes(found, str(root))
+    for split in SPLITS:
+        for cls in CLASS_NAMES:
+            files = [
+                p
+                for p in (root / split / cls).iterdir()
+                if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+            ]
+            if not files:
+                raise DataError(
+                    f"{root}: {split}/{cls}/ holds no images (*.png, *.jpg). {_HOW_TO_SUPPLY}"
+                )
+            listing.extend((split, cls, p) for p in files)
+    return listing
+
+
+def _load_folder(root: Path, listing: list[tuple[str, str, Path]], source: str) -> Dataset:
+    items: dict[str, list] = {s: [] for s in SPLITS}
+    index = {c: i for i, c in enumerate(CLASS_NAMES)}
+    for split, cls, p in listing:
+        items[split].append((index[cls], p.name, _decode(p.read_bytes(), str(p))))
+    return arrays_to_dataset(*_stack(items, source), source)
+
+
+_MEMBER_RE = re.compile(r"^(?:[^/]+/)?(train|test)/([^/]+)/([^/]+)$")
+
+
+def _load_tar(path: Path, source: str) -> Dataset:
+    items: dict[str, list] = {s: [] for s in SPLITS}
+    found: dict[str, set[str]] = {s: set() for s in SPLITS}
+    pending = []
+    try:
+        # Streaming mode: one pass over the gzip stream, no random access needed.
+        with tarfile.open(path, "r|gz") as tar:
+            for member in tar:
+                name = member.name.lstrip("./")
+                m = _MEMBER_RE.match(name)
+                if member.isdir():
+                    parts = name.rstrip("/").split("/")
+                    for i, part in enumerate(parts[:-1]):
+                        if part in SPLITS and i + 2 == len(parts) and i <= 1:
+                            found[part].add(parts[-1])
+                    continue
+                if not member.isfile() or m is None:
+                    continue
+                split, cls, fname = m.groups()
+                found[split].add(cls)
+                if fname.startswith(".") or Path(fname).suffix.lower() not in IMAGE_SUFFIXES:
+                    continue
+                data = tar.extractfile(member).read()
+                pending.append((split, cls, fname, data))
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise DataError(f"--data-dir {path}: cannot read it as a .tar.gz: {e}") from e
+    if not any(found.values()):
+        raise DataError(
+            f"--data-dir {path}: the archive holds no train/<class>/ or test/<class>/ "
+            f"folders (at its top level or inside one top-level folder). {_HOW_TO_SUPPLY}"
+        )
+    _check_classes(found, str(path))
+    for split in SPLITS:
+        with_images = {cls for s, cls, _, _ in pending if s == split}
+        empty = [c for c in CLASS_NAMES if c not in with_images]
+        if empty:
+            raise DataError(
+                f"{path}: {split}/{empty[0]}/ holds no images (*.png, *.jpg). {_HOW_TO_SUPPLY}"
+            )
+    index = {c: i for i, c in enumerate(CLASS_NAMES)}
+    for split, cls, fname, data in pending:
+        items[split].append((index[cls], fname, _decode(data, f"{path}:{split}/{cls}/{fname}")))
+    return arrays_to_dataset(*_stack(items, source), source)
+
+
+def _writable(directory: Path) -> bool:
+    # os.access alone says yes to root even for a directory marked read-only (0555),
+    # such as ../shared/data; the owner's write bit expresses the intent.
+    try:
+        return os.access(directory, os.W_OK) and bool(directory.stat().st_mode & stat.S_IWUSR)
+    except OSError:
+        return False
+
+
+def _is_tar_gz(path: Path) -> bool:
+    return path.name.endswith((".tar.gz", ".tgz"))
+
+
+def load_image_folder(data_dir: str | os.PathLike, cache_dir: str | None = None) -> Dataset:
+    """Loads CIFAR-10 from an image folder or a ``.tar.gz`` of one, caching the arrays.
+
+    The cache is ``<folder>/.cifar10_arrays.npz`` for a folder and
+    ``<archive>.arrays.npz`` beside an archive; where that place is not writable
+    (e.g. the read-only ``../shared/data``), ``cache_dir`` or
+    :func:`default_cache_dir`. A cache is reused only while the source's file
+    sizes and modification times are unchanged.
+
+    Args:
+      data_dir: the folder or archive.
+      cache_dir: where to cache when the source's own directory is read-only.
+
+    Returns:
+      A :class:`Dataset`.
+
+    Raises:
+      DataError: missing path, wrong layout, wrong class names, unreadable images.
+    """
+    path = Path(data_dir).expanduser()
+    if not path.exists():
+        raise DataError(f"--data-dir {path} does not exist. {_HOW_TO_SUPPLY}")
+    source = str(path)
+    if path.is_file():
+        if not _is_tar_gz(path):
+            raise DataError(
+                f"--data-dir {path} is a file but not a .tar.gz archive. {_HOW_TO_SUPPLY}"
+            )
+        st = path.stat()
+        fingerprint = f"v{_CACHE_VERSION}|tar|{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+        beside = path.with_name(path.name + ".arrays.npz")
+        build = lambda: _load_tar(path, source)  # noqa: E731
+    else:
+        root = _find_root(path)
+        listing = _folder_listing(root)
+        stats = [(s, c, p.name, p.stat()) for s, c, p in listing]
+        digest = hashlib.sha1(
+            repr(sorted((s, c, n, st.st_size, st.st_mtime_ns) for s, c, n, st in stats)).encode()
+        ).hexdigest()
+        fingerprint = f"v{_CACHE_VERSION}|folder|{root.resolve()}|{digest}"
+        beside = root / ".cifar10_arrays.npz"
+        build = lambda: _load_folder(root, listing, source)  # noqa: E731
+    if _writable(beside.parent):
+        cache_file = beside
+    else:
+        key = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
+        cache_file = Path(cache_dir or default_cache_dir()) / f"{path.name}-{key}.arrays.npz"
+    return _cached(cache_file, fingerprint, source, build)
+
+
+# --------------------------------------------------------------------------------------
+# tensorflow-datasets source.
+
+
+def tfds_data_source(data_dir: str | None):
+    """``tfds.data_source('cifar10')`` as (train, test) sequences of example dicts.
+
+    Prepares the data set (download + conversion) only where TensorFlow is
+    installed, since tfds 4.9 needs TensorFlow to *prepare* cifar10 (it encodes
+    the images with ``tf.image.encode_png``); reading a prepared array_record copy
+    needs neither TensorFlow nor a network.
+    """
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as e:
+        raise DataError(
+            "tensorflow-datasets is not installed (pip install tensorflow-datasets). "
+            + _HOW_TO_SUPPLY
+        ) from e
+    can_prepare = importlib.util.find_spec("tensorflow") is not None
+    kwargs = dict(
+        split=["train", "test"],
+        download=can_prepare,
+        builder_kwargs={"file_format": "array_record"},
+    )
+    if data_dir:
+        kwargs["data_dir"] = data_dir
+    where = data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"
+    try:
+        train, test = tfds.data_source("cifar10", **kwargs)
+    except Exception as e:  # tfds raises KeyError/AssertionError/... for a missing copy
+        if can_prepare:
+            hint = "tfds tried to download and prepare it and failed (no internet?)."
+        else:
+            hint = (
+                "It is not prepared there, and preparing it needs TensorFlow and internet: "
+                "`pip install tensorflow` then run this command again once (or run "
+                "`python -c \"import tensorflow_datasets as tfds; "
+                "tfds.data_source('cifar10', builder_kwargs={'file_format': "
+                "'array_record'})\"`)."
+            )
+        raise DataError(
+            f"tensorflow-datasets 'cifar10' (array_record) could not be loaded from {where}. "
+            f"{hint} Offline, pass --data-dir instead. {_HOW_TO_SUPPLY}\n"
+            f"(tfds said: {type(e).__name__}: {e})"
+        ) from e
+    return train, test
+
+
+def _examples_to_arrays(examples: Sequence[dict], what: str) -> tuple[np.ndarray, np.ndarray]:
+    n = len(examples)
+    if n == 0:
+        raise DataError(f"{what} is empty")
+    images, labels = [], []
+    for i in range(n):
+        ex = examples[i]
+        images.append(np.asarray(ex["image"], np.uint8))
+        labels.append(int(ex["label"]))
+    try:
+        return np.stack(images), np.asarray(labels, np.int32)
+    except ValueError as e:
+        raise DataError(f"{what}: images differ in shape: {e}") from e
+
+
+def load_tfds(data_dir: str | None = None, cache_dir: str | None = None) -> Dataset:
+    """Loads tensorflow-datasets' ``cifar10`` via ``tfds.data_source``, caching the arrays.
+
+    The arrays are cached in ``cache_dir`` (default :func:`default_cache_dir`),
+    keyed by the tfds data directory, and reused without touching tfds.
+    """
+    where = str(Path(data_dir).expanduser().resolve()) if data_dir else "default"
+    source = f"tfds:cifar10 ({data_dir or 'default tfds data_dir'})"
+    key = hashlib.sha1(where.encode()).hexdigest()[:12]
+    cache_file = Path(cache_dir or default_cache_dir()) / f"tfds-cifar10-{key}.arrays.npz"
+    fingerprint = f"v{_CACHE_VERSION}|tfds|cifar10|{where}"
+
+    def build() -> Dataset:
+        train, test = tfds_data_source(data_dir)
+        tr = _examples_to_arrays(train, f"{source} train")
+        te = _examples_to_arrays(test, f"{source} test")
+        return arrays_to_dataset(*tr, *te, source)
+
+    return _cached(cache_file, fingerprint, source, build)
+
+
+# --------------------------------------------------------------------------------------
+# Subsets and batches.
+
+
+def balanced_subset(split: Split, n: int | None, num_classes: int = len(CLASS_NAMES)) -> Split:
+    """The first ``n`` examples of a fixed (seed 0) shuffle, balanced over classes.
+
+    Independent of the training seed, so that every run of a comparison sees the
+    same subset. ``None`` or ``n >= len(split)`` returns the split unchanged.
+    """
+    if n is None or n >= len(split):
+        return split
+    if n < 1:
+        raise ValueError(f"subset size must be >= 1, got {n}")
+    order = np.random.default_rng(0).permutation(len(split))
+    per_class = [order[split.labels[order] == c] for c in range(num_classes)]
+    # Round-robin over classes keeps the subset balanced for any n.
+    take, i = [], 0
+    while len(take) < n:
+        for idx in per_class:
+            if i < len(idx) and len(take) < n:
+                take.append(idx[i])
+        i += 1
+    take = np.sort(np.asarray(take))
+    return Split(split.images[take], split.labels[take])
+
+
+def load_dataset(config) -> Dataset:
+    """The data set a config asks for: source, then the subsets."""
+    if config.data_dir:
+        ds = load_image_folder(config.data_dir, config.cache_dir)
+    else:
+        ds = load_tfds(config.tfds_data_dir, config.cache_dir)
+    return Dataset(
+        balanced_subset(ds.train, config.train_subset),
+        balanced_subset(ds.test, config.test_subset),
+        ds.source,
+    )
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The example order of an epoch: a function of (seed, epoch) only, so resuming repeats it."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def train_batches(
+    split: Split, batch_size: int, seed: int, epoch: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Shuffled batches of an epoch; the last partial batch is dropped (one compiled shape)."""
+    perm = epoch_permutation(len(split), seed, epoch)
+    for i in range(len(split) // batch_size):
+        idx = np.sort(perm[i * batch_size : (i + 1) * batch_size])
+        yield split.images[idx], split.labels[idx]
+
+
+def probe_indices(n: int, size: int, seed: int, step: int) -> np.ndarray:
+    """Random training examples for the probe at update ``step`` (a function of seed and step)."""
+    return np.sort(np.random.default_rng([seed, 1, step]).choice(n, size, replace=False))
+
+
+def eval_batches(
+    split: Split, batch_size: int
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Batches covering the split once; the last is padded, with a 0/1 mask marking real rows."""
+    n = len(split)
+    for start in range(0, n, batch_size):
+        images = split.images[start : start + batch_size]
+        labels = split.labels[start : start + batch_size]
+        k = len(labels)
+        mask = np.ones(batch_size, np.float32)
+        if k < batch_size:
+            pad = batch_size - k
+            images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), np.uint8)])
+            labels = np.concatenate([labels, np.zeros(pad, np.int32)])
+            mask[k:] = 0.0
+        yield images, labels, mask

@@ -1,0 +1,714 @@
+"""Training and evaluation of ResNet-18 on CIFAR-10 with any autolr_jax scheduler.
+
+``train_and_evaluate(config, workdir)`` is the whole run: data, model, optimizer,
+one jitted train step (augmentation, forward, backward and optimizer update,
+including the ``auto`` scheduler's probe), a jitted evaluation, per-epoch JSON
+lines, Orbax checkpoints, and plots at the end.
+
+How the pieces fit Flax NNX: the model and its ``nnx.Optimizer(model, tx,
+wrt=nnx.Param)`` are split once into a graph definition and a pure state; the
+jitted functions merge them, run, and split again (the pattern of Flax's
+performance guide). The learning rate lives in the optimizer state as an array,
+so changing it never recompiles anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+import input_pipeline
+import models
+from configs.default import SCHEDULES, Config
+
+def _autolr_namespace():
+    """``autolr_jax``, with a fallback to its sub-packages for names not yet re-exported.
+
+    TODO(coordinator): replace by ``import autolr_jax as al`` once the top level
+    re-exports the schedules, ``reduce_on_plateau``/``report_metric`` and ``auto_lr``.
+    """
+    import importlib
+    import types
+
+    import autolr_jax
+
+    names = {}
+    for mod in ("autolr_jax.transforms._plateau", "autolr_jax.auto", "autolr_jax.schedules"):
+        try:
+            m = importlib.import_module(mod)
+        except ImportError:
+            continue
+        names.update({k: getattr(m, k) for k in getattr(m, "__all__", ())})
+    names.update({k: getattr(autolr_jax, k) for k in autolr_jax.__all__})
+    return types.SimpleNamespace(**names)
+
+
+al = _autolr_namespace()
+
+# Per-channel statistics of the CIFAR-10 training set (official binary release).
+MEAN = np.array([0.4914, 0.4822, 0.4465], np.float32) * 255.0
+STD = np.array([0.2470, 0.2435, 0.2616], np.float32) * 255.0
+
+METRICS_FILE = "metrics.jsonl"
+
+
+class ConfigError(ValueError):
+    """An invalid setting, or a --resume that does not fit the saved run."""
+
+# Settings that may change when a run is resumed; any other difference is an error,
+# since the optimizer state saved in the checkpoint would not fit.
+_RESUMABLE_CHANGES = {
+    "epochs",
+    "progress",
+    "checkpoint",
+    "stop_after_epoch",
+    "plots",
+    "resume",
+    "data_dir",
+    "tfds_data_dir",
+    "cache_dir",
+}
+
+
+# --------------------------------------------------------------------------------------
+# Schedules and optimizers.
+
+
+def _check_config(config: Config) -> None:
+    def bad(field, value, allowed):
+        raise ConfigError(f"config.{field} must be {allowed}, got {value!r}")
+
+    if config.schedule not in SCHEDULES:
+        bad("schedule", config.schedule, f"one of {', '.join(SCHEDULES)}")
+    if config.lr_update not in (None, "epoch", "step"):
+        bad("lr_update", config.lr_update, "'epoch', 'step' or unset")
+    if config.probe_source not in ("random", "train"):
+        bad("probe_source", config.probe_source, "'random' or 'train'")
+    if config.plateau_metric not in ("test_loss", "test_accuracy", "train_loss"):
+        bad("plateau_metric", config.plateau_metric, "test_loss, test_accuracy or train_loss")
+    for name in ("epochs", "batch_size", "eval_batch_size", "probe_batch_size"):
+        if not (isinstance(getattr(config, name), int) and getattr(config, name) >= 1):
+            bad(name, getattr(config, name), "an integer >= 1")
+    if not config.learning_rate > 0:
+        bad("learning_rate", config.learning_rate, "> 0")
+    if not 0 <= config.momentum < 1:
+        bad("momentum", config.momentum, "in [0, 1)")
+    if config.nesterov and config.momentum == 0:
+        bad("nesterov", config.nesterov, "False when momentum is 0 (as torch.optim.SGD)")
+    if config.weight_decay < 0:
+        bad("weight_decay", config.weight_decay, ">= 0")
+
+
+def lr_update_of(config: Config) -> str:
+    """'epoch' or 'step': how often the learning rate of ``config`` changes."""
+    if config.lr_update is not None:
+        return config.lr_update
+    return "step" if config.schedule == "one_cycle" else "epoch"
+
+
+def build_schedule(config: Config, steps_per_epoch: int) -> optax.Schedule:
+    """The learning rate as a function of the update count, for the fixed schedules.
+
+    Durations in ``config`` are in epochs. With ``lr_update == 'epoch'`` the
+    schedule is built in epochs and wrapped in ``autolr_jax.per_epoch`` (PyTorch's
+    ``scheduler.step()`` once per epoch); with ``'step'`` it is built in updates.
+    """
+    lr = config.learning_rate
+    epochs = config.epochs
+    per_step = lr_update_of(config) == "step"
+    k = steps_per_epoch if per_step else 1  # updates per schedule unit
+
+    name = config.schedule
+    if name == "constant":
+        schedule = optax.constant_schedule(lr)
+    elif name == "step":
+        gamma = 0.1 if config.gamma is None else config.gamma
+        schedule = al.step_lr(lr, config.step_size * k, gamma)
+    elif name == "multistep":
+        gamma = 0.1 if config.gamma is None else config.gamma
+        milestones = config.milestones
+        if milestones is None:
+            milestones = (epochs // 2, (3 * epochs) // 4)
+        schedule = al.multistep_lr(lr, [m * k for m in milestones], gamma)
+    elif name == "exponential":
+        gamma = 0.95 if config.gamma is None else config.gamma
+        schedule = al.exponential_lr(lr, gamma ** (1.0 / k))
+    elif name == "linear":
+        schedule = al.linear_lr(
+            lr, config.linear_start_factor, config.linear_end_factor, config.linear_total_iters * k
+        )
+    elif name == "cosine":
+        schedule = al.cosine_annealing_lr(lr, (config.t_max or epochs) * k, config.eta_min)
+    elif name == "warmup_cosine":
+        kw = {}
+        if config.warmup_start_factor is not None:
+            kw["warmup_start_factor"] = config.warmup_start_factor
+        schedule = al.warmup_cosine(
+            lr, config.warmup_epochs * k, epochs * k, eta_min=config.eta_min, **kw
+        )
+    elif name == "one_cycle":
+        schedule = al.one_cycle_lr(
+            lr,
+            epochs * k,
+            pct_start=config.one_cycle_pct_start,
+            anneal_strategy=config.one_cycle_anneal_strategy,
+            div_factor=config.one_cycle_div_factor,
+            final_div_factor=config.one_cycle_final_div_factor,
+            three_phase=config.one_cycle_three_phase,
+        )
+    else:
+        raise ValueError(f"{name!r} is not a fixed schedule")
+    if not per_step:
+        schedule = al.per_epoch(schedule, steps_per_epoch)
+    return schedule
+
+
+def build_optimizer(
+    config: Config, steps_per_epoch: int, probe_loss_fn=None
+) -> optax.GradientTransformation:
+    """SGD (momentum, Nesterov and weight decay as ``torch.optim.SGD``) with the schedule.
+
+    Weight decay is added to the gradient before momentum, as ``torch.optim.SGD``
+    does; ``optax.trace`` is PyTorch's momentum buffer (dampening 0). The last
+    stage sets the learning rate: ``scale_by_lr_schedule`` for the fixed
+    schedules, ``reduce_on_plateau`` for plateau (fed once per epoch with
+    ``report_metric``), ``auto_lr(optax.sgd, ...)`` for auto (which owns the
+    momentum too).
+    """
+    pre = []
+    if config.weight_decay:
+        pre.append(optax.add_decayed_weights(config.weight_decay))
+    momentum = config.momentum or None
+    name = config.schedule
+    if name == "auto":
+        if probe_loss_fn is None:
+            raise ValueError("the auto schedule needs probe_loss_fn")
+        kw = {}
+        if config.auto_score is not None:
+            kw["score"] = config.auto_score
+        if momentum is not None:
+            kw.update(momentum=momentum, nesterov=config.nesterov)
+        last = al.auto_lr(
+            optax.sgd,
+            learning_rate=config.learning_rate,
+            loss_fn=probe_loss_fn,
+            factors=tuple(config.auto_factors),
+            every=config.auto_every or steps_per_epoch,
+            min_lr=config.auto_min_lr,
+            max_lr=config.auto_max_lr,
+            strategy=config.auto_strategy,
+            chunk_size=config.auto_chunk_size,
+            **kw,
+        )
+        return optax.chain(*pre, last)
+    if momentum is not None:
+        pre.append(optax.trace(decay=momentum, nesterov=config.nesterov))
+    if name == "plateau":
+        last = al.reduce_on_plateau(
+            config.learning_rate,
+            mode=config.plateau_mode,
+            factor=config.plateau_factor,
+            patience=config.plateau_patience,
+            threshold=config.plateau_threshold,
+            threshold_mode=config.plateau_threshold_mode,
+            cooldown=config.plateau_cooldown,
+            min_lr=config.plateau_min_lr,
+        )
+    # The ALR tree (issue 5) will be one more branch here: name == "alr".
+    else:
+        last = al.scale_by_lr_schedule(build_schedule(config, steps_per_epoch))
+    return optax.chain(*pre, last)
+
+
+# --------------------------------------------------------------------------------------
+# The jitted computations.
+
+
+def normalize(images: jax.Array) -> jax.Array:
+    """uint8 NHWC -> float32, standardised per channel."""
+    return (images.astype(jnp.float32) - MEAN) / STD
+
+
+def augment(images: jax.Array, key: jax.Array, pad: int = 4) -> jax.Array:
+    """Random crop after zero-padding by ``pad`` pixels, and random horizontal flip.
+
+    torchvision's ``RandomCrop(32, padding=4)`` + ``RandomHorizontalFlip()``, on
+    device: a crop offset and a coin per image.
+    """
+    b, h, w, c = images.shape
+    k_y, k_x, k_flip = jax.random.split(key, 3)
+    padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    dy = jax.random.randint(k_y, (b,), 0, 2 * pad + 1)
+    dx = jax.random.randint(k_x, (b,), 0, 2 * pad + 1)
+    crop = jax.vmap(lambda im, y, x: jax.lax.dynamic_slice(im, (y, x, 0), (h, w, c)))(
+        padded, dy, dx
+    )
+    flip = jax.random.bernoulli(k_flip, 0.5, (b,))
+    return jnp.where(flip[:, None, None, None], crop[:, :, ::-1], crop)
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+
+
+def make_probe_loss(graphdef: nnx.GraphDef):
+    """The auto scheduler's ``loss_fn(params, batch)``: a pure function of the parameters.
+
+    The model is rebuilt from ``params`` and the batch's copy of the rest of its
+    state (BatchNorm statistics) and run in train mode, as the training forward
+    (PyTorch's copied model in ``model.train()``); the running statistics it
+    updates belong to the discarded copy, so the probe never changes the model.
+    """
+
+    def probe_loss(params, batch):
+        images, labels, rest = batch
+        model = nnx.merge(graphdef, params, rest)
+        return cross_entropy(model(images, train=True), labels).mean()
+
+    return probe_loss
+
+
+def make_train_step(graphdef: nnx.GraphDef, config: Config):
+    """One jitted function: augmentation, forward, backward, (probe), update."""
+    uses_probe = config.schedule == "auto"
+
+    def train_step(state, images, labels, probe_images, probe_labels):
+        model, optimizer = nnx.merge(graphdef, state["nnx"])
+        rng, key = jax.random.split(state["rng"])
+        if config.augment:
+            images = augment(images, key)
+        x = normalize(images)
+
+        def loss_fn(model):
+            logits = model(x, train=True)
+            return cross_entropy(logits, labels).mean(), logits
+
+        (loss, logits), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+        kwargs = {}
+        if uses_probe:
+            # Train-mode BatchNorm ignores these running statistics; they complete the model.
+            rest = nnx.state(model, nnx.Not(nnx.Param))
+            if config.probe_source == "train":
+                kwargs["batch"] = (x, labels, rest)
+            else:
+                kwargs["batch"] = (normalize(probe_images), probe_labels, rest)
+        optimizer.update(model, grads, **kwargs)
+        opt_state = nnx.as_pure(optimizer.opt_state)
+        metrics = {
+            "loss": loss,
+            "correct": jnp.sum(jnp.argmax(logits, -1) == labels),
+            "lr": al.current_lr(opt_state),
+        }
+        if uses_probe:
+            # build_optimizer puts auto_lr last in the chain.
+            metrics["probe"] = opt_state[-1].telemetry._asdict()
+        return {"nnx": nnx.state((model, optimizer)), "rng": rng}, metrics
+
+    return jax.jit(train_step, donate_argnums=0)
+
+
+def make_eval_step(graphdef: nnx.GraphDef):
+    def eval_step(nnx_state, images, labels, mask):
+        model, _ = nnx.merge(graphdef, nnx_state)
+        logits = model(normalize(images), train=False)
+        loss = jnp.sum(cross_entropy(logits, labels) * mask)
+        correct = jnp.sum((jnp.argmax(logits, -1) == labels) * mask)
+        return loss, correct
+
+    return jax.jit(eval_step)
+
+
+def evaluate(eval_step, nnx_state, split: input_pipeline.Split, batch_size: int):
+    """(mean loss, accuracy) over a split."""
+    loss_sum, correct = 0.0, 0.0
+    sums = [
+        eval_step(nnx_state, x, y, m) for x, y, m in input_pipeline.eval_batches(split, batch_size)
+    ]
+    for loss, corr in jax.device_get(sums):
+        loss_sum += float(loss)
+        correct += float(corr)
+    return loss_sum / len(split), correct / len(split)
+
+
+# --------------------------------------------------------------------------------------
+# Checkpoints: the pure state as a flat dict of arrays (robust to Orbax's key handling),
+# plus JSON metadata.
+
+
+def _flat_keys(tree) -> list[str]:
+    paths = jax.tree_util.tree_flatten_with_path(tree)[0]
+    keys = []
+    for path, _ in paths:
+        key = re.sub(r"[^A-Za-z0-9_.]+", "_", jax.tree_util.keystr(path)).strip("_")
+        keys.append(f"{len(keys):04d}_{key}"[:120])
+    return keys
+
+
+def _to_flat(tree) -> dict[str, jax.Array]:
+    return dict(zip(_flat_keys(tree), jax.tree.leaves(tree), strict=True))
+
+
+def _from_flat(flat: dict[str, Any], like) -> Any:
+    keys = _flat_keys(like)
+    if set(keys) != set(flat):
+        raise ValueError(
+            "the checkpoint does not fit this model/optimizer (different structure); "
+            "resume with the configuration the run was started with"
+        )
+    treedef = jax.tree.structure(like)
+    return jax.tree.unflatten(treedef, [jnp.asarray(flat[k]) for k in keys])
+
+
+class _Checkpoints:
+    def __init__(self, directory: Path, enabled: bool):
+        self.enabled = enabled
+        self.manager = None
+        if enabled:
+            import orbax.checkpoint as ocp
+
+            self._ocp = ocp
+            self.manager = ocp.CheckpointManager(
+                directory.absolute(),
+                # Asynchronous: the next epoch trains while the last one is written.
+                options=ocp.CheckpointManagerOptions(max_to_keep=2),
+            )
+
+    def latest(self) -> int | None:
+        return self.manager.latest_step() if self.manager else None
+
+    def save(self, epoch: int, state, meta: dict) -> None:
+        if not self.manager:
+            return
+        ocp = self._ocp
+        self.manager.save(
+            epoch,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(_to_flat(state)), meta=ocp.args.JsonSave(meta)
+            ),
+        )
+
+    def restore(self, epoch: int, like):
+        ocp = self._ocp
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _to_flat(like))
+        restored = self.manager.restore(
+            epoch,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
+            ),
+        )
+        return _from_flat(restored["state"], like), restored["meta"]
+
+    def close(self) -> None:
+        if self.manager:
+            self.manager.wait_until_finished()
+            self.manager.close()
+
+
+# --------------------------------------------------------------------------------------
+# Reporting.
+
+
+def _config_dict(config: Config) -> dict:
+    d = dataclasses.asdict(config)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def _summary_line(rec: dict, epochs: int) -> str:
+    line = (
+        f"epoch {rec['epoch']:>{len(str(epochs))}}/{epochs} | "
+        f"train loss {rec['train_loss']:.4f} acc {100 * rec['train_accuracy']:5.2f}% | "
+        f"test loss {rec['test_loss']:.4f} acc {100 * rec['test_accuracy']:5.2f}% | "
+        f"lr {rec['lr']:.4g} | {rec['epoch_time_s']:.1f} s ({rec['steps_per_s']:.1f} steps/s)"
+    )
+    if rec.get("probes"):
+        mults = ", ".join(f"x{p['multiplier']:.3g}" for p in rec["probes"])
+        line += f" | probe {mults}"
+    return line
+
+
+def write_plots(history: list[dict], plot_dir: Path) -> list[Path]:
+    """PNG plots of the learning rate, the training loss and the test accuracy per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    epochs = [r["epoch"] for r in history]
+    panels = [
+        ("lr.png", "learning rate", [("lr (last update of the epoch)", "lr")], True),
+        ("train_loss.png", "loss", [("train", "train_loss"), ("test", "test_loss")], False),
+        (
+            "test_accuracy.png",
+            "accuracy (%)",
+            [("test", "test_accuracy"), ("train", "train_accuracy")],
+            False,
+        ),
+    ]
+    paths = []
+    for fname, ylabel, series, logy in panels:
+        fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+        for label, key in series:
+            ys = [r[key] * (100 if "accuracy" in key else 1) for r in history]
+            ax.plot(epochs, ys, marker="o", markersize=3, label=label)
+        if logy and all(r["lr"] > 0 for r in history):
+            lrs = [r["lr"] for r in history]
+            if max(lrs) / min(lrs) > 10:
+                ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{ylabel} per epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        path = plot_dir / fname
+        fig.savefig(path)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+# --------------------------------------------------------------------------------------
+# The run.
+
+
+def train_and_evaluate(config: Config, workdir: str | Path) -> list[dict]:
+    """Trains and evaluates; writes metrics, checkpoints and plots to ``workdir``.
+
+    Args:
+      config: a :class:`configs.default.Config`.
+      workdir: the run's directory: ``metrics.jsonl`` (one JSON object per
+        epoch), ``checkpoints/`` (Orbax), ``plots/*.png``, ``config.json``.
+
+    Returns:
+      The per-epoch records (as written to ``metrics.jsonl``).
+    """
+    _check_config(config)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    t_start = time.time()
+
+    data = input_pipeline.load_dataset(config)
+    n_train = len(data.train)
+    steps_per_epoch = n_train // config.batch_size
+    if steps_per_epoch == 0:
+        raise ConfigError(
+            f"batch_size {config.batch_size} exceeds the {n_train} training images"
+        )
+    probe_size = config.probe_batch_size
+    if config.schedule == "auto" and config.probe_source == "random" and probe_size > n_train:
+        raise ConfigError(f"probe_batch_size {probe_size} exceeds the {n_train} training images")
+
+    def make_model():
+        return models.ResNet(
+            tuple(config.stage_sizes),
+            len(data.class_names),
+            config.width,
+            rngs=nnx.Rngs(config.seed),
+        )
+
+    model_graphdef = nnx.split(nnx.eval_shape(make_model), nnx.Param, ...)[0]
+    try:
+        tx = build_optimizer(config, steps_per_epoch, make_probe_loss(model_graphdef))
+    except ValueError as e:  # autolr_jax names the argument, the value and the range
+        raise ConfigError(f"invalid schedule/optimizer setting for {config.schedule!r}: {e}") from e
+
+    def make_model_and_optimizer():
+        model = make_model()
+        return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+    graphdef = nnx.split(nnx.eval_shape(make_model_and_optimizer))[0]
+    # Initialised inside one jit: eagerly, every initializer call would compile on its own.
+    nnx_state = jax.jit(lambda: nnx.split(make_model_and_optimizer())[1])()
+    state = {"nnx": nnx_state, "rng": jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)}
+
+    ckpts = _Checkpoints(workdir / "checkpoints", config.checkpoint)
+    metrics_path = workdir / METRICS_FILE
+    history: list[dict] = []
+    start_epoch, wall_before = 0, 0.0
+    latest = ckpts.latest()
+    if latest is not None and not config.resume:
+        ckpts.close()
+        raise ConfigError(
+            f"{workdir} already holds checkpoints (epoch {latest}); pass --resume to continue "
+            "that run, or choose an empty --workdir"
+        )
+    if config.resume and latest is not None:
+        state, meta = ckpts.restore(latest, state)
+        changed = {
+            k: (meta["config"].get(k), v)
+            for k, v in _config_dict(config).items()
+            if k not in _RESUMABLE_CHANGES and meta["config"].get(k) != v
+        }
+        if changed:
+            ckpts.close()
+            diffs = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
+            raise ConfigError(f"--resume with a different configuration ({diffs})")
+        history = meta["history"]
+        start_epoch = meta["epoch"]
+        wall_before = meta["wall_time_s"]
+        print(f"resuming {workdir} after epoch {start_epoch}")
+    elif config.resume:
+        print(f"--resume: no checkpoint in {workdir}, starting from scratch")
+    # The metrics file always equals the checkpointed history plus what this run adds.
+    with open(metrics_path, "w") as f:
+        for rec in history:
+            f.write(json.dumps(rec) + "\n")
+    (workdir / "config.json").write_text(json.dumps(_config_dict(config), indent=2) + "\n")
+
+    train_step = make_train_step(graphdef, config)
+    eval_step = make_eval_step(graphdef)
+    uses_probe = config.schedule == "auto"
+    every = config.auto_every or steps_per_epoch
+    rng_probe_dummy = (
+        np.zeros((probe_size, *data.train.images.shape[1:]), np.uint8),
+        np.zeros((probe_size,), np.int32),
+    )
+    if not uses_probe or config.probe_source == "train":
+        probe = rng_probe_dummy[0][:1], rng_probe_dummy[1][:1]  # unused by the step
+    else:
+        probe = rng_probe_dummy
+
+    from tqdm.auto import tqdm
+
+    print(
+        f"CIFAR-10 from {data.source}: {n_train} train / {len(data.test)} test images; "
+        f"ResNet-18 width {config.width}; schedule {config.schedule} "
+        f"(lr updated per {lr_update_of(config)}); {steps_per_epoch} steps/epoch"
+    )
+    stopped_early = False
+    for epoch in range(start_epoch, config.epochs):
+        t0 = time.time()
+        bar = tqdm(
+            total=steps_per_epoch,
+            desc=f"epoch {epoch + 1}/{config.epochs}",
+            unit="step",
+            disable=not config.progress,
+            leave=False,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
+        step_metrics, fetched = [], []
+        last_refresh = time.time()
+        batches = input_pipeline.train_batches(data.train, config.batch_size, config.seed, epoch)
+        for i, (x, y) in enumerate(batches):
+            step = epoch * steps_per_epoch + i
+            if uses_probe and config.probe_source == "random" and step % every == 0:
+                idx = input_pipeline.probe_indices(n_train, probe_size, config.seed, step)
+                probe = (data.train.images[idx], data.train.labels[idx])
+            state, m = train_step(state, x, y, *probe)
+            step_metrics.append(m)
+            bar.update(1)
+            if config.progress and (time.time() - last_refresh > 0.5 or i + 1 == steps_per_epoch):
+                # Fetching waits for the step to finish: done twice a second, not every step.
+                fetched.extend(jax.device_get(step_metrics[len(fetched) :]))
+                n_seen = len(fetched) * config.batch_size
+                bar.set_postfix(
+                    loss=f"{np.mean([f['loss'] for f in fetched]):.4f}",
+                    acc=f"{100 * sum(int(f['correct']) for f in fetched) / n_seen:.2f}%",
+                    lr=f"{float(fetched[-1]['lr']):.4g}",
+                )
+                last_refresh = time.time()
+        fetched.extend(jax.device_get(step_metrics[len(fetched) :]))
+        bar.close()
+        train_time = time.time() - t0
+
+        t1 = time.time()
+        test_loss, test_acc = evaluate(eval_step, state["nnx"], data.test, config.eval_batch_size)
+        eval_time = time.time() - t1
+        train_loss = float(np.mean([f["loss"] for f in fetched]))
+        train_acc = sum(int(f["correct"]) for f in fetched) / (len(fetched) * config.batch_size)
+
+        probes = []
+        if uses_probe:
+            before = int(history[-1]["num_probes"]) if history else 0
+            for i, f in enumerate(fetched):
+                p = f["probe"]
+                if int(p["num_probes"]) != before:
+                    before = int(p["num_probes"])
+                    probes.append(
+                        {
+                            "step": epoch * steps_per_epoch + i,
+                            "multiplier": float(p["multiplier"]),
+                            "lr": float(f["lr"]),
+                            "losses": [float(v) for v in p["losses"]],
+                            "scores": [float(v) for v in p["scores"]],
+                        }
+                    )
+                    tqdm.write(
+                        f"  probe at update {probes[-1]['step']}: losses "
+                        f"{np.round(probes[-1]['losses'], 4).tolist()} -> multiplier "
+                        f"x{probes[-1]['multiplier']:.4g}, lr {probes[-1]['lr']:.4g}"
+                    )
+
+        if config.schedule == "plateau":
+            metric = {"test_loss": test_loss, "test_accuracy": test_acc, "train_loss": train_loss}[
+                config.plateau_metric
+            ]
+            model, optimizer = nnx.merge(graphdef, state["nnx"])
+            opt_state = al.report_metric(nnx.as_pure(optimizer.opt_state), jnp.float32(metric))
+            nnx.update(optimizer.opt_state, nnx.state(opt_state))
+            state = {"nnx": nnx.state((model, optimizer)), "rng": state["rng"]}
+
+        epoch_time = time.time() - t0
+        rec = {
+            "epoch": epoch + 1,
+            "steps": (epoch + 1) * steps_per_epoch,
+            "train_loss": train_loss,
+            "train_accuracy": train_acc,
+            "test_loss": test_loss,
+            "test_accuracy": test_acc,
+            "lr": float(fetched[-1]["lr"]),
+            "lr_first": float(fetched[0]["lr"]),
+            "epoch_time_s": epoch_time,
+            "train_time_s": train_time,
+            "eval_time_s": eval_time,
+            "steps_per_s": steps_per_epoch / train_time,
+            "wall_time_s": wall_before + time.time() - t_start,
+        }
+        if uses_probe:
+            rec["probes"] = probes
+            rec["num_probes"] = int(fetched[-1]["probe"]["num_probes"])
+        history.append(rec)
+        with open(metrics_path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        tqdm.write(_summary_line(rec, config.epochs))
+        ckpts.save(
+            epoch + 1,
+            state,
+            {
+                "epoch": epoch + 1,
+                "history": history,
+                "wall_time_s": rec["wall_time_s"],
+                "config": _config_dict(config),
+            },
+        )
+        if config.stop_after_epoch is not None and epoch + 1 >= config.stop_after_epoch:
+            stopped_early = epoch + 1 < config.epochs
+            break
+    ckpts.close()
+
+    if config.plots and history:
+        paths = write_plots(history, workdir / "plots")
+        print(f"plots: {', '.join(str(p) for p in paths)}")
+    if history and not stopped_early:
+        last = history[-1]
+        print(
+            f"done: test accuracy {100 * last['test_accuracy']:.2f}% after {last['epoch']} "
+            f"epochs, {last['wall_time_s']:.0f} s"
+        )
+    elif stopped_early:
+        print(f"stopped after epoch {history[-1]['epoch']}; continue with --resume")
+    return history
+
