@@ -44,6 +44,7 @@ from autolr_jax.schedules import (
     warmup_cosine,
 )
 from autolr_jax.transforms._plateau import (
+    ReduceOnPlateauHyperparams,
     ReduceOnPlateauState,
     reduce_on_plateau,
     report_metric,
@@ -71,6 +72,7 @@ __all__ = [
     "step_lr",
     "warmup_cosine",
     # transformations
+    "ReduceOnPlateauHyperparams",
     "ReduceOnPlateauState",
     "ScaleByLRScheduleState",
     "reduce_on_plateau",

@@ -169,7 +169,8 @@ def test_torch_peer_runs_the_same_algorithm(torch):
     tx = auto_lr(optax.sgd, learning_rate=lr, loss_fn=loss_fn, factors=factors, every=1)
     state = tx.init(params)
     grads = jax.grad(loss_fn)(params, batch)
-    _, state = jax.jit(lambda g, s, p, bt: tx.update(g, s, p, batch=bt))(grads, state, params, batch)
+    update = jax.jit(lambda g, s, p, bt: tx.update(g, s, p, batch=bt))
+    _, state = update(grads, state, params, batch)
 
     np.testing.assert_allclose(np.asarray(state.telemetry.losses), torch_losses, rtol=1e-5)
     assert float(state.hyperparams["learning_rate"]) == pytest.approx(torch_lr, rel=1e-5)

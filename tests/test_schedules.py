@@ -21,7 +21,7 @@ import numpy as np
 import optax
 import pytest
 from _torch_oracle import torch_lrs
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
 
 from autolr_jax.schedules import (
@@ -59,6 +59,7 @@ HYPOTHESIS = settings(
     deadline=None,
     derandomize=True,
     database=None,
+    phases=[Phase.explicit, Phase.generate, Phase.shrink],
     suppress_health_check=[HealthCheck.too_slow],
 )
 
@@ -100,6 +101,11 @@ def lr_sched(torch):
 
 def _floats(lo, hi):
     return st.floats(lo, hi, allow_nan=False, allow_infinity=False)
+
+
+def _rates(hi):
+    # 0 or a learning rate float32 represents well (not 1e-300).
+    return st.one_of(st.just(0.0), _floats(1e-3, hi))
 
 
 @dataclass(frozen=True)
@@ -177,8 +183,8 @@ KINDS = {
     "cyclic": Kind(
         st.fixed_dictionaries(
             {
-                "base_lr": _floats(0.0, 1.0),
-                "max_lr": _floats(0.0, 2.0),
+                "base_lr": _rates(1.0),
+                "max_lr": _rates(2.0),
                 "up": st.integers(1, 30),
                 "down": st.one_of(st.none(), st.integers(0, 30)),
                 "mode": st.sampled_from(["triangular", "triangular2", "exp_range"]),

@@ -228,9 +228,9 @@ def auto_lr(
     ``state.hyperparams['learning_rate']`` and :func:`autolr_jax.current_lr`
     give the learning rate used by the last update. Only ``learning_rate`` is
     injected; ``inner_kwargs`` are passed to the factory unchanged, as Python
-    values. As with ``optax.inject_hyperparams``, updates of bfloat16 gradients
-    come out float32 (the learning rate is a float32 array);
-    ``optax.apply_updates`` casts them back to the parameter dtype. The last
+    values. Updates keep the dtype of the incoming updates (bfloat16 stays
+    bfloat16, unlike ``optax.inject_hyperparams``, whose float32 learning rate
+    promotes them); the learning rate itself stays float32. The last
     probe's losses, scores and multiplier are in ``state.telemetry``
     (:class:`AutoLRTelemetry`).
 
@@ -489,6 +489,13 @@ def auto_lr(
         is_probe = jnp.asarray(inject_state.count, jnp.int32) % every == 0
         new_lr, telemetry = lax.cond(is_probe, probe, skip, None)
         new_updates, new_inject_state = inner_update(new_lr)
+        # The float32 learning rate promotes bf16 updates to float32 (as in
+        # optax.inject_hyperparams); hand them back in the dtype they came in.
+        new_updates = jax.tree.map(
+            lambda new, old: new if new is None else new.astype(jnp.asarray(old).dtype),
+            new_updates,
+            updates,
+        )
         return new_updates, AutoLRState(inject_state=new_inject_state, telemetry=telemetry)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
