@@ -135,7 +135,7 @@ def current_lr(opt_state: Any) -> jax.Array:
       >>> tx = optax.chain(optax.clip_by_global_norm(1.0),
       ...                  autolr_jax.scale_by_lr_schedule(autolr_jax.step_lr(0.1, 10)))
       >>> state = tx.init(jnp.zeros(3))
-      >>> float(autolr_jax.current_lr(state))
+      >>> round(float(autolr_jax.current_lr(state)), 6)
       0.1
     """
     found = find_states(opt_state, lambda n: _lr_of(n)[0])

@@ -120,22 +120,44 @@ def _member(tree: Any, i: int = 0) -> Any:
 
 
 def best_params(state: ALRState) -> Any:
-    """The parameters of the best member (member 0) of an ALR beam."""
+    """The parameters of the best member (member 0) of an ALR beam.
+
+    Example: see :func:`best_lr`.
+    """
     return _member(state.params)
 
 
 def best_opt_state(state: ALRState) -> Any:
-    """The optimizer state of the best member (member 0) of an ALR beam."""
+    """The optimizer state of the best member (member 0) of an ALR beam.
+
+    Example: see :func:`best_lr`.
+    """
     return _member(state.opt_state)
 
 
 def best_model_state(state: ALRState) -> Any:
-    """The model state of the best member (member 0) of an ALR beam."""
+    """The model state of the best member (member 0) of an ALR beam.
+
+    Example: see :func:`best_lr`.
+    """
     return _member(state.model_state)
 
 
 def best_lr(state: ALRState) -> jax.Array:
-    """The learning rate of the best member (member 0) of an ALR beam (float32)."""
+    """The learning rate of the best member (member 0) of an ALR beam (float32).
+
+    Example:
+      >>> import jax, jax.numpy as jnp, optax, autolr_jax
+      >>> loss = lambda p, b: jnp.mean((b[0] * p - b[1]) ** 2)
+      >>> tree = autolr_jax.alr_tree(loss, optax.sgd, factors=(2.0, 0.5))
+      >>> state = tree.init(jnp.float32(0.0), learning_rates=(0.1,))
+      >>> batches = (jnp.ones((4, 8)), 3 * jnp.ones((4, 8)))  # 4 batches of 8
+      >>> state, info = jax.jit(tree.epoch)(state, batches)
+      >>> round(float(autolr_jax.best_lr(state)), 6), autolr_jax.best_params(state).shape
+      (0.2, ())
+      >>> autolr_jax.best_model_state(state) is None  # no has_aux, no model state
+      True
+    """
     return state.learning_rates[0]
 
 

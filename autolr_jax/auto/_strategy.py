@@ -72,6 +72,11 @@ def resolve_probe_strategy(
 
     Returns:
       ``"vmap"`` or ``"map"``.
+
+    Example:
+      >>> from autolr_jax import resolve_probe_strategy
+      >>> resolve_probe_strategy("auto", backend="gpu"), resolve_probe_strategy("auto", 2, "gpu")
+      ('vmap', 'map')
     """
     if strategy != "auto":
         return strategy

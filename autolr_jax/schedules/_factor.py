@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import jax.numpy as jnp
+import numpy as np
 
-from autolr_jax._validation import check_int, check_real
+from autolr_jax._validation import check_int, check_real, is_concrete
 from autolr_jax.schedules._base import INT32_MAX, MultiplicativeSchedule, f32
 
 __all__ = ["constant_lr", "linear_lr", "polynomial_lr"]
@@ -130,8 +131,13 @@ def polynomial_lr(init_value: Any, total_iters: int = 5, power: Any = 1.0) -> Mu
     total_iters = check_int("total_iters", total_iters, lo=_TOTAL_ITERS_LO, hi=INT32_MAX)
     check_real("power", power, lo=0.0)
 
+    # 0 ** power is 0 for any power > 0, even one that float32 rounds to 0.
+    positive = np.asarray(power) > 0 if is_concrete(power) else jnp.asarray(power) > 0
+
     def factor_fn(count):
-        left = (total_iters - jnp.minimum(count, total_iters)).astype(jnp.float32)
-        return jnp.power(left / f32(total_iters), f32(power))
+        left = total_iters - jnp.minimum(count, total_iters)
+        ratio = left.astype(jnp.float32) / f32(total_iters)
+        at_end = jnp.where(positive, np.float32(0.0), np.float32(1.0))
+        return jnp.where(left == 0, at_end, jnp.power(ratio, f32(power)))
 
     return MultiplicativeSchedule(init_value, factor_fn, "polynomial_lr")

@@ -52,7 +52,7 @@ def scale_by_lr_schedule(schedule: optax.Schedule | float) -> optax.GradientTran
       >>> params = jnp.ones(3)
       >>> state = tx.init(params)
       >>> updates, state = tx.update(jnp.ones(3), state, params)
-      >>> float(autolr_jax.current_lr(state))
+      >>> round(float(autolr_jax.current_lr(state)), 6)
       0.001
 
     References:
