@@ -551,10 +551,14 @@ def render_markdown(result: dict[str, Any]) -> str:
         "",
         f"Batch {cfg['batch']} of 32×32×3, N = {n} factors {list(cfg['factors'])}, width "
         f"{cfg['width']}, learning rate {LEARNING_RATE}, median of up to {cfg['reps']} "
-        f"repetitions after a warm-up (fewer for calls over {cfg['max_seconds']:.0f} s; "
-        "see the JSON). JAX probe = jitted `tx.update` on a probing update minus the same "
-        "call on a non-probing one. Memory: XLA `memory_analysis()` temp bytes of the compiled "
-        "function; for a probe, the compiled `auto_lr` update minus the plain `optax.sgd` update.",
+        f"repetitions after a warm-up (training steps: at least 10; fewer where the "
+        f"repetitions of one measurement would take over {cfg['max_seconds']:.0f} s, at least "
+        "2; the JSON has every sample). JAX probe = jitted `tx.update` of `auto_lr` on a "
+        "probing update minus the same compiled call on a non-probing one (the candidate "
+        "forwards, the scoring and the recomputed inner update). Memory: XLA "
+        "`memory_analysis()` temp bytes of the compiled function; for a probe, the compiled "
+        "`auto_lr` update minus the plain `optax.sgd` update. PyTorch rows are relative to "
+        "PyTorch's own forward floor and training step.",
         "",
         "| model | measurement | time (ms) | × N-forward floor | × train step "
         "| temp memory (MiB) | × forward memory |",
@@ -591,6 +595,12 @@ def render_markdown(result: dict[str, Any]) -> str:
                 None,
             ),
         ]
+        for key, what in (
+            ("train_step_auto_non_probing", "JAX train step with auto_lr, non-probing update"),
+            ("train_step_auto_probing", "JAX train step with auto_lr, probing update"),
+        ):
+            ts = j[key]["median_s"]
+            rows.append((what, ts, ts / j["floor_s"], ts / step, None, None))
         for p in j["probe"].values():
             what = f"JAX probe, {p['strategy']}"
             if p["chunk_size"]:
@@ -623,7 +633,12 @@ def render_markdown(result: dict[str, Any]) -> str:
         e = j["epoch"]
         rows.append(
             (
-                f"JAX epoch overhead, 1 probe / {e['steps']} steps ({e['method']})",
+                f"JAX epoch overhead, 1 probe / {e['steps']} steps ("
+                + ("" if e["method"] == "derived" else "measured; ")
+                + f"derived: probe {100 * e['derived_probe_share']:+.2f} %, non-probing steps "
+                f"{100 * e['derived_wrapper_share']:+.2f} %"
+                + ("" if e["method"] == "derived" else f" = {100 * e['derived_overhead']:+.2f} %")
+                + ")",
                 None,
                 None,
                 None,

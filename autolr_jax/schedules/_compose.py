@@ -1,4 +1,4 @@
-"""Schedules from functions and other schedules: ``LambdaLR``, ``SequentialLR``, ``ChainedScheduler``."""
+"""Schedules from functions and schedules: ``LambdaLR``, ``SequentialLR``, ``ChainedScheduler``."""
 
 from __future__ import annotations
 
@@ -21,9 +21,7 @@ _MULTIPLICATIVE = (
 )
 
 
-def lambda_lr(
-    init_value: Any, lr_lambda: Callable[[jax.Array], Any]
-) -> MultiplicativeSchedule:
+def lambda_lr(init_value: Any, lr_lambda: Callable[[jax.Array], Any]) -> MultiplicativeSchedule:
     """The learning rate ``init_value * lr_lambda(t)``.
 
     As PyTorch's ``LambdaLR``, except that ``lr_lambda`` receives the int32 step
@@ -106,8 +104,7 @@ def chained(*schedules: MultiplicativeSchedule) -> MultiplicativeSchedule:
     for i, s in enumerate(schedules):
         if not isinstance(s, MultiplicativeSchedule):
             raise ValueError(
-                f"schedules[{i}] must be a multiplicative schedule ({_MULTIPLICATIVE}), "
-                f"got {s!r}"
+                f"schedules[{i}] must be a multiplicative schedule ({_MULTIPLICATIVE}), got {s!r}"
             )
     init_value = schedules[0].init_value
     for i, s in enumerate(schedules[1:], start=1):
@@ -168,9 +165,7 @@ def sequential(schedules: Sequence[optax.Schedule], milestones: Sequence[int]) -
     for i, s in enumerate(schedules):
         if not callable(s):
             raise ValueError(f"schedules[{i}] must be a schedule (a callable), got {s!r}")
-    if isinstance(milestones, (str, bytes)) or not isinstance(
-        milestones, (Sequence, np.ndarray)
-    ):
+    if isinstance(milestones, (str, bytes)) or not isinstance(milestones, (Sequence, np.ndarray)):
         raise ValueError(f"milestones must be a sequence of integers, got {milestones!r}")
     if len(milestones) != len(schedules) - 1:
         raise ValueError(

@@ -6,6 +6,7 @@ from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from autolr_jax._validation import check_int, check_real
 from autolr_jax.schedules._base import INT32_MAX, as_count, cosine_mix, int_floordiv_mod
@@ -14,7 +15,7 @@ from autolr_jax.schedules._factor import linear_lr
 __all__ = ["cosine_annealing_lr", "cosine_annealing_warm_restarts", "warmup_cosine"]
 
 
-def cosine_annealing_lr(init_value: Any, t_max: int, eta_min: Any = 0.0):
+def cosine_annealing_lr(init_value: Any, t_max: int, eta_min: Any = 0.0) -> optax.Schedule:
     """Anneals the learning rate from ``init_value`` to ``eta_min`` along a half cosine.
 
     ``schedule(t) = eta_min + (init_value - eta_min) * (1 + cos(pi * t / t_max)) / 2``
@@ -23,7 +24,8 @@ def cosine_annealing_lr(init_value: Any, t_max: int, eta_min: Any = 0.0):
     PyTorch's ``CosineAnnealingLR`` holds when stepped past ``T_max`` (its
     recursive form has the same periodic values). ``optax.cosine_decay_schedule``
     instead stays at the minimum after ``t_max``; to stop at ``eta_min``, stop
-    training at ``t_max`` or use :func:`sequential` with a constant tail.
+    training at ``t_max`` or append ``optax.constant_schedule(eta_min)`` with
+    :func:`sequential`.
 
     Args:
       init_value: the maximal (initial) learning rate (>= 0); may be a JAX array.
@@ -64,7 +66,9 @@ def cosine_annealing_lr(init_value: Any, t_max: int, eta_min: Any = 0.0):
     return schedule
 
 
-def cosine_annealing_warm_restarts(init_value: Any, t_0: int, t_mult: int = 1, eta_min: Any = 0.0):
+def cosine_annealing_warm_restarts(
+    init_value: Any, t_0: int, t_mult: int = 1, eta_min: Any = 0.0
+) -> optax.Schedule:
     """Cosine annealing from ``init_value`` towards ``eta_min``, restarted at growing periods.
 
     The ``i``-th cycle (from 0) lasts ``t_0 * t_mult ** i`` steps; within it, at
@@ -147,7 +151,7 @@ def warmup_cosine(
     total_steps: int,
     warmup_start_factor: Any = 1.0 / 3,
     eta_min: Any = 0.0,
-):
+) -> optax.Schedule:
     """Linear warmup to ``init_value``, then cosine annealing to ``eta_min`` at ``total_steps``.
 
     For ``t < warmup_steps``: ``init_value * (warmup_start_factor + (1 -

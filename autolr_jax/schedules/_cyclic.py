@@ -8,6 +8,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from autolr_jax._validation import check_choice, check_int, check_real
 from autolr_jax.schedules._base import (
@@ -29,15 +30,15 @@ def cyclic_lr(
     step_size_down: int | None = None,
     mode: str = "triangular",
     gamma: Any = 1.0,
-):
+) -> optax.Schedule:
     """Cycles the learning rate between ``base_lr`` and ``max_lr`` along triangles.
 
     Each cycle rises linearly from ``base_lr`` for ``step_size_up`` steps, then falls
     back for ``step_size_down`` steps. The amplitude ``max_lr - base_lr`` is scaled
     by 1 (``'triangular'``), by ``1 / 2 ** cycle`` for the cycle counted from 0
     (``'triangular2'``), or by ``gamma ** t`` (``'exp_range'``). This is the
-    learning rate of PyTorch's ``CyclicLR`` (whose momentum cycling is not part of
-    a schedule; use :func:`cyclic_lr` on the momentum yourself if needed).
+    learning rate of PyTorch's ``CyclicLR``; its momentum cycling (``cycle_momentum``)
+    acts on the optimizer, not on the learning rate, and is not reproduced.
 
     Args:
       base_lr: the lower learning rate, held at the start of each cycle (>= 0); may
@@ -109,7 +110,7 @@ def one_cycle_lr(
     div_factor: float = 25.0,
     final_div_factor: float = 1e4,
     three_phase: bool = False,
-):
+) -> optax.Schedule:
     """The 1cycle policy: warm up to ``max_lr``, then anneal far below the start.
 
     The learning rate anneals (cosine or linear) from ``max_lr / div_factor`` up to

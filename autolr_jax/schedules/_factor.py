@@ -101,7 +101,9 @@ def linear_lr(
     return MultiplicativeSchedule(init_value, factor_fn, "linear_lr")
 
 
-def polynomial_lr(init_value: Any, total_iters: int = 5, power: Any = 1.0) -> MultiplicativeSchedule:
+def polynomial_lr(
+    init_value: Any, total_iters: int = 5, power: Any = 1.0
+) -> MultiplicativeSchedule:
     """Decays the learning rate polynomially to 0 over ``total_iters`` steps.
 
     ``schedule(t) = init_value * (1 - min(t, total_iters) / total_iters) ** power``,

@@ -444,28 +444,34 @@ def write_plots(history: list[dict], plot_dir: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from matplotlib.ticker import MaxNLocator
+
     plot_dir.mkdir(parents=True, exist_ok=True)
     epochs = [r["epoch"] for r in history]
-    panels = [
-        ("lr.png", "learning rate", [("lr (last update of the epoch)", "lr")], True),
-        ("train_loss.png", "loss", [("train", "train_loss"), ("test", "test_loss")], False),
-        (
-            "test_accuracy.png",
+
+    def series(key, scale=1.0):
+        return [r[key] * scale for r in history]
+
+    figures = {
+        "lr.png": ("learning rate", [("last update of the epoch", series("lr"))]),
+        "train_loss.png": ("loss", [("train", series("train_loss")), ("test", series("test_loss"))]),
+        "test_accuracy.png": (
             "accuracy (%)",
-            [("test", "test_accuracy"), ("train", "train_accuracy")],
-            False,
+            [("test", series("test_accuracy", 100)), ("train", series("train_accuracy", 100))],
         ),
-    ]
+    }
+    if any(r["lr_first"] != r["lr"] for r in history):  # the lr moved within epochs
+        figures["lr.png"][1].insert(0, ("first update of the epoch", series("lr_first")))
     paths = []
-    for fname, ylabel, series, logy in panels:
+    for fname, (ylabel, lines) in figures.items():
         fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-        for label, key in series:
-            ys = [r[key] * (100 if "accuracy" in key else 1) for r in history]
+        for label, ys in lines:
             ax.plot(epochs, ys, marker="o", markersize=3, label=label)
-        if logy and all(r["lr"] > 0 for r in history):
-            lrs = [r["lr"] for r in history]
-            if max(lrs) / min(lrs) > 10:
+        if fname == "lr.png":
+            lrs = [v for _, ys in lines for v in ys]
+            if min(lrs) > 0 and max(lrs) / min(lrs) > 20:
                 ax.set_yscale("log")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
         ax.set_title(f"{ylabel} per epoch")
