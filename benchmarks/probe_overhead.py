@@ -17,7 +17,8 @@ a small CNN defined here), at batch 32 on 32x32x3 inputs with N factors:
   scoring and the recomputation of the inner update at the new learning rate);
   the probe as a multiple of the floor N x forward and of a training step; the
   probe's extra temporary memory from XLA's ``memory_analysis()`` of the compiled
-  update against that of a forward pass.
+  update against that of a forward pass (on CPU from a second compilation without
+  YNNPACK fusions, whose internal buffers XLA's accounting does not see).
 * Epoch overhead of probing once per epoch (``every`` = steps per epoch): measured
   by running a whole epoch of training steps with ``auto_lr`` and with the plain
   optimizer when that fits the time budget, otherwise derived from the measured
@@ -179,17 +180,48 @@ def _log(msg: str) -> None:
     print(f"[probe_overhead {time.perf_counter() - _T0:6.1f} s] {msg}", file=sys.stderr, flush=True)
 
 
-def _compile(fn, *args):
+# XLA:CPU hands convolution chains to YNNPACK fusions whose intermediate buffers
+# it allocates itself, invisible to XLA's buffer assignment: memory_analysis() of
+# the program as run then reports a few KiB for a whole CNN forward. Compiling a
+# second time with those fusions off puts every buffer in XLA's accounting.
+_CPU_ALL_BUFFERS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+def _compile(fn, *args, memory: bool = True):
+    """(compiled, compile seconds, memory record) of ``jax.jit(fn)`` at ``args``.
+
+    The memory record has ``as_run`` (``memory_analysis()`` of the compiled
+    program) and, on CPU, ``all_buffers`` (the same program compiled without
+    YNNPACK fusions, for memory accounting only); ``temp_bytes`` is the latter
+    when available.
+    """
     t0 = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile()
-    return compiled, time.perf_counter() - t0
+    lowered = jax.jit(fn).lower(*args)
+    compiled = lowered.compile()
+    ct = time.perf_counter() - t0
+    if not memory:
+        return compiled, ct, None
+    mem: dict[str, Any] = {"as_run": _mem(compiled), "all_buffers": None}
+    if jax.default_backend() == "cpu":
+        try:
+            mem["all_buffers"] = _mem(lowered.compile(compiler_options=_CPU_ALL_BUFFERS))
+        except Exception as e:  # an XLA without this option: keep the as-run numbers
+            mem["all_buffers_error"] = f"{type(e).__name__}: {e}"[:300]
+    best = mem["all_buffers"] or mem["as_run"]
+    mem["temp_bytes"] = None if best is None else best.get("temp_size_in_bytes")
+    return compiled, ct, mem
 
 
 def _reps_for(first_call_s: float, reps: int, budget_s: float) -> int:
-    """Fewer repetitions (at least 2) for calls so slow that ``reps`` would blow the budget."""
+    """Repetitions for a call that took ``first_call_s``.
+
+    At least 10 for calls under a second (they are cheap, and noisy); fewer
+    than ``reps`` (but at least 2) where the repetitions would exceed ``budget_s``.
+    """
     if first_call_s <= 0 or not math.isfinite(budget_s):
         return reps
-    return max(2, min(reps, int(budget_s // first_call_s)))
+    want = max(reps, 10) if first_call_s < 1.0 else reps
+    return max(2, min(want, int(budget_s // first_call_s)))
 
 
 def _timed(fn, reps: int, budget_s: float) -> dict[str, Any]:
@@ -281,9 +313,9 @@ def measure_jax(model, batch, factors, strategies, args) -> dict[str, Any]:
     }
 
     # One forward (the loss, as the probe evaluates it).
-    fwd, ct = _compile(loss_fn, params, batch)
+    fwd, ct, fwd_mem = _compile(loss_fn, params, batch)
     out["forward"] = _timed(lambda: block(fwd(params, batch)), args.reps, budget)
-    out["forward"].update(compile_s=ct, memory=_mem(fwd))
+    out["forward"].update(compile_s=ct, memory=fwd_mem)
     _log(f"forward {1e3 * out['forward']['median_s']:.1f} ms (compile {ct:.1f} s)")
     t_fwd = out["forward"]["median_s"]
     out["floor_s"] = n * t_fwd
@@ -295,7 +327,9 @@ def measure_jax(model, batch, factors, strategies, args) -> dict[str, Any]:
     # fraction of a percent.
     plain = _ExtraArgsSGD(LEARNING_RATE)
     plain_state = plain.init(params)
-    step_plain, ct_plain = _compile(make_train_step(plain), params, rest, plain_state, batch)
+    step_plain, ct_plain, step_mem = _compile(
+        make_train_step(plain), params, rest, plain_state, batch
+    )
     tx_auto = auto_lr(
         optax.sgd,
         learning_rate=LEARNING_RATE,
@@ -304,7 +338,9 @@ def measure_jax(model, batch, factors, strategies, args) -> dict[str, Any]:
         every=max(steps, 2),
     )
     a0 = tx_auto.init(params)
-    step_auto, ct_auto = _compile(make_train_step(tx_auto), params, rest, a0, batch)
+    step_auto, ct_auto, _ = _compile(
+        make_train_step(tx_auto), params, rest, a0, batch, memory=False
+    )
     a1 = block(step_auto(params, rest, a0, batch))[2]
     _log(f"compiled train steps (plain {ct_plain:.1f} s, auto_lr {ct_auto:.1f} s)")
     t_plain, t_sp, t_snp = _interleaved(
@@ -316,8 +352,8 @@ def measure_jax(model, batch, factors, strategies, args) -> dict[str, Any]:
         max(args.reps, 10),
         budget,
     )
-    out["train_step"] = dict(t_plain, compile_s=ct_plain, memory=_mem(step_plain))
-    out["train_step_auto_probing"] = dict(t_sp, compile_s=ct_auto, memory=_mem(step_auto))
+    out["train_step"] = dict(t_plain, compile_s=ct_plain, memory=step_mem)
+    out["train_step_auto_probing"] = dict(t_sp, compile_s=ct_auto)
     out["train_step_auto_non_probing"] = t_snp
     t_step = t_plain["median_s"]
     _log(
@@ -329,10 +365,9 @@ def measure_jax(model, batch, factors, strategies, args) -> dict[str, Any]:
     grads = jax.jit(jax.grad(loss_fn))(params, batch)
     sgd = optax.sgd(LEARNING_RATE)
     sgd_state = sgd.init(params)
-    sgd_upd, _ = _compile(lambda g, s, p: sgd.update(g, s, p), grads, sgd_state, params)
-    sgd_mem = _mem(sgd_upd)
+    _, _, sgd_mem = _compile(lambda g, s, p: sgd.update(g, s, p), grads, sgd_state, params)
     out["inner_update_memory"] = sgd_mem
-    fwd_temp = (out["forward"]["memory"] or {}).get("temp_size_in_bytes")
+    fwd_temp = fwd_mem["temp_bytes"]
 
     # The probe under each strategy: jitted tx.update on a probing call (count 0)
     # minus the same compiled call on a non-probing one (count 1, every huge).
@@ -352,7 +387,7 @@ def measure_jax(model, batch, factors, strategies, args) -> dict[str, Any]:
         def upd_fn(g, s, p, b, tx=tx):
             return tx.update(g, s, p, batch=b)
 
-        upd, ct = _compile(upd_fn, grads, s0, params, batch)
+        upd, ct, mem = _compile(upd_fn, grads, s0, params, batch)
         s1 = block(upd(grads, s0, params, batch))[1]
         t_probe, t_skip = _interleaved(
             [
@@ -364,10 +399,9 @@ def measure_jax(model, batch, factors, strategies, args) -> dict[str, Any]:
         )
         # Not clamped at 0: a negative value would be timing noise, and shows as such.
         probe_s = t_probe["median_s"] - t_skip["median_s"]
-        mem = _mem(upd)
         extra = None
-        if mem and sgd_mem:
-            extra = max(mem["temp_size_in_bytes"] - sgd_mem["temp_size_in_bytes"], 0)
+        if mem["temp_bytes"] is not None and sgd_mem["temp_bytes"] is not None:
+            extra = max(mem["temp_bytes"] - sgd_mem["temp_bytes"], 0)
         out["probe"][label] = {
             "strategy": strategy,
             "chunk_size": chunk,
@@ -556,8 +590,10 @@ def render_markdown(result: dict[str, Any]) -> str:
         "2; the JSON has every sample). JAX probe = jitted `tx.update` of `auto_lr` on a "
         "probing update minus the same compiled call on a non-probing one (the candidate "
         "forwards, the scoring and the recomputed inner update). Memory: XLA "
-        "`memory_analysis()` temp bytes of the compiled function; for a probe, the compiled "
-        "`auto_lr` update minus the plain `optax.sgd` update. PyTorch rows are relative to "
+        "`memory_analysis()` temp bytes of the compiled function (on CPU compiled a second "
+        "time without YNNPACK fusions, whose internal buffers XLA does not count; the JSON "
+        "has both); for a probe, the compiled `auto_lr` update minus the plain `optax.sgd` "
+        "update. PyTorch rows are relative to "
         "PyTorch's own forward floor and training step.",
         "",
         "| model | measurement | time (ms) | × N-forward floor | × train step "
@@ -567,8 +603,8 @@ def render_markdown(result: dict[str, Any]) -> str:
     for name, res in result["models"].items():
         j, t = res["jax"], res["torch"]
         fwd, step = j["forward"]["median_s"], j["train_step"]["median_s"]
-        fmem = (j["forward"]["memory"] or {}).get("temp_size_in_bytes")
-        smem = (j["train_step"]["memory"] or {}).get("temp_size_in_bytes")
+        fmem = j["forward"]["memory"]["temp_bytes"]
+        smem = j["train_step"]["memory"]["temp_bytes"]
         rows = [
             (
                 "JAX forward (loss)",

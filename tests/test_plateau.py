@@ -354,7 +354,8 @@ def _train(tx, n_epochs, steps_per_epoch=5, state=None, w=None, with_value=False
         u, state = tx.update(g, state, w, **extra)
         return optax.apply_updates(w, u), state, loss
 
-    report = jax.jit(report_metric)
+    # A fresh function: jit caches are shared by every jax.jit of the same function object.
+    report = jax.jit(lambda s, m: report_metric(s, m))
     losses, lrs = [], []
     for _ in range(n_epochs):
         for _ in range(steps_per_epoch):

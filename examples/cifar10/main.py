@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 import types
 import typing
@@ -22,6 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import configs  # noqa: E402
+import input_pipeline  # noqa: E402
+import train  # noqa: E402
 from configs.default import SCHEDULES, Config  # noqa: E402
 
 
@@ -84,12 +85,6 @@ def config_from_args(args: argparse.Namespace | types.SimpleNamespace) -> Config
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     config = config_from_args(args)
-
-    import input_pipeline
-    import train
-
-    # Headless machines: plots go to files.
-    os.environ.setdefault("MPLBACKEND", "Agg")
     try:
         train.train_and_evaluate(config, args.workdir)
     except (input_pipeline.DataError, train.ConfigError) as e:

@@ -262,7 +262,7 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
 
 
-def make_probe_loss(graphdef: nnx.GraphDef):
+def make_probe_loss(model_gd: nnx.GraphDef):
     """The auto scheduler's ``loss_fn(params, batch)``: a pure function of the parameters.
 
     The model is rebuilt from ``params`` and the batch's copy of the rest of its
@@ -273,18 +273,24 @@ def make_probe_loss(graphdef: nnx.GraphDef):
 
     def probe_loss(params, batch):
         images, labels, rest = batch
-        model = nnx.merge(graphdef, params, rest)
+        model = nnx.merge(model_gd, params, rest)
         return cross_entropy(model(images, train=True), labels).mean()
 
     return probe_loss
 
 
-def make_train_step(graphdef: nnx.GraphDef, config: Config):
-    """One jitted function: augmentation, forward, backward, (probe), update."""
+def make_train_step(model_gd: nnx.GraphDef, opt_gd: nnx.GraphDef, config: Config):
+    """One jitted function: augmentation, forward, backward, (probe), update.
+
+    ``state`` is ``{'model': ..., 'opt': ..., 'rng': ...}``: the model's and the
+    optimizer's pure states and the augmentation key. The batches are uint8; the
+    probe batch is used by the auto scheduler only.
+    """
     uses_probe = config.schedule == "auto"
 
     def train_step(state, images, labels, probe_images, probe_labels):
-        model, optimizer = nnx.merge(graphdef, state["nnx"])
+        model = nnx.merge(model_gd, state["model"])
+        optimizer = nnx.merge(opt_gd, state["opt"])
         rng, key = jax.random.split(state["rng"])
         if config.augment:
             images = augment(images, key)
@@ -313,14 +319,16 @@ def make_train_step(graphdef: nnx.GraphDef, config: Config):
         if uses_probe:
             # build_optimizer puts auto_lr last in the chain.
             metrics["probe"] = opt_state[-1].telemetry._asdict()
-        return {"nnx": nnx.state((model, optimizer)), "rng": rng}, metrics
+        return {"model": nnx.state(model), "opt": nnx.state(optimizer), "rng": rng}, metrics
 
     return jax.jit(train_step, donate_argnums=0)
 
 
-def make_eval_step(graphdef: nnx.GraphDef):
-    def eval_step(nnx_state, images, labels, mask):
-        model, _ = nnx.merge(graphdef, nnx_state)
+def make_eval_step(model_gd: nnx.GraphDef):
+    """Jitted (summed loss, number correct) of a batch, padding rows masked out."""
+
+    def eval_step(model_state, images, labels, mask):
+        model = nnx.merge(model_gd, model_state)
         logits = model(normalize(images), train=False)
         loss = jnp.sum(cross_entropy(logits, labels) * mask)
         correct = jnp.sum((jnp.argmax(logits, -1) == labels) * mask)
@@ -329,11 +337,11 @@ def make_eval_step(graphdef: nnx.GraphDef):
     return jax.jit(eval_step)
 
 
-def evaluate(eval_step, nnx_state, split: input_pipeline.Split, batch_size: int):
+def evaluate(eval_step, model_state, split: input_pipeline.Split, batch_size: int):
     """(mean loss, accuracy) over a split."""
     loss_sum, correct = 0.0, 0.0
     sums = [
-        eval_step(nnx_state, x, y, m) for x, y, m in input_pipeline.eval_batches(split, batch_size)
+        eval_step(model_state, x, y, m) for x, y, m in input_pipeline.eval_batches(split, batch_size)
     ]
     for loss, corr in jax.device_get(sums):
         loss_sum += float(loss)
@@ -524,20 +532,24 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> list[dict]:
             rngs=nnx.Rngs(config.seed),
         )
 
-    model_graphdef = nnx.split(nnx.eval_shape(make_model), nnx.Param, ...)[0]
+    model_gd = nnx.split(nnx.eval_shape(make_model))[0]
     try:
-        tx = build_optimizer(config, steps_per_epoch, make_probe_loss(model_graphdef))
+        tx = build_optimizer(config, steps_per_epoch, make_probe_loss(model_gd))
     except ValueError as e:  # autolr_jax names the argument, the value and the range
         raise ConfigError(f"invalid schedule/optimizer setting for {config.schedule!r}: {e}") from e
 
-    def make_model_and_optimizer():
-        model = make_model()
-        return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
+    def make_optimizer(model_state):
+        return nnx.Optimizer(nnx.merge(model_gd, model_state), tx, wrt=nnx.Param)
 
-    graphdef = nnx.split(nnx.eval_shape(make_model_and_optimizer))[0]
-    # Initialised inside one jit: eagerly, every initializer call would compile on its own.
-    nnx_state = jax.jit(lambda: nnx.split(make_model_and_optimizer())[1])()
-    state = {"nnx": nnx_state, "rng": jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)}
+    # Initialised inside jit: eagerly, every initializer call would compile on its own.
+    model_state = jax.jit(lambda: nnx.state(make_model()))()
+    opt_gd = nnx.split(nnx.eval_shape(make_optimizer, model_state))[0]
+    opt_state = jax.jit(lambda ms: nnx.state(make_optimizer(ms)))(model_state)
+    state = {
+        "model": model_state,
+        "opt": opt_state,
+        "rng": jax.random.fold_in(jax.random.PRNGKey(config.seed), 1),
+    }
 
     ckpts = _Checkpoints(workdir / "checkpoints", config.checkpoint)
     metrics_path = workdir / METRICS_FILE
@@ -573,8 +585,8 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> list[dict]:
             f.write(json.dumps(rec) + "\n")
     (workdir / "config.json").write_text(json.dumps(_config_dict(config), indent=2) + "\n")
 
-    train_step = make_train_step(graphdef, config)
-    eval_step = make_eval_step(graphdef)
+    train_step = make_train_step(model_gd, opt_gd, config)
+    eval_step = make_eval_step(model_gd)
     uses_probe = config.schedule == "auto"
     every = config.auto_every or steps_per_epoch
     rng_probe_dummy = (
@@ -631,7 +643,7 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> list[dict]:
         train_time = time.time() - t0
 
         t1 = time.time()
-        test_loss, test_acc = evaluate(eval_step, state["nnx"], data.test, config.eval_batch_size)
+        test_loss, test_acc = evaluate(eval_step, state["model"], data.test, config.eval_batch_size)
         eval_time = time.time() - t1
         train_loss = float(np.mean([f["loss"] for f in fetched]))
         train_acc = sum(int(f["correct"]) for f in fetched) / (len(fetched) * config.batch_size)
@@ -662,10 +674,10 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> list[dict]:
             metric = {"test_loss": test_loss, "test_accuracy": test_acc, "train_loss": train_loss}[
                 config.plateau_metric
             ]
-            model, optimizer = nnx.merge(graphdef, state["nnx"])
+            optimizer = nnx.merge(opt_gd, state["opt"])
             opt_state = al.report_metric(nnx.as_pure(optimizer.opt_state), jnp.float32(metric))
             nnx.update(optimizer.opt_state, nnx.state(opt_state))
-            state = {"nnx": nnx.state((model, optimizer)), "rng": state["rng"]}
+            state = {**state, "opt": nnx.state(optimizer)}
 
         epoch_time = time.time() - t0
         rec = {
