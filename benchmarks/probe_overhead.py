@@ -62,6 +62,7 @@ SEED_FACTORS = {
     5: (4.0, 2.0, 1.0, 0.5, 0.125),
     7: (8.0, 4.0, 2.0, 1.0, 0.5, 0.25, 0.125),
 }
+MODELS = ("resnet18", "small_cnn")
 LEARNING_RATE = 0.005  # the seed's initial learning rate
 CIFAR10_TRAIN = 50_000
 BIG_EVERY = 1_000_000  # "never probes again" for the isolated probe timing
@@ -224,7 +225,9 @@ def _reps_for(first_call_s: float, reps: int, budget_s: float) -> int:
     return max(2, min(want, int(budget_s // first_call_s)))
 
 
-def _timed(fn, reps: int, budget_s: float) -> dict[str, Any]:
+def _timed(fn, reps: int, budget_s: float, warmup: int = 1) -> dict[str, Any]:
+    for _ in range(warmup - 1):
+        fn()
     t0 = time.perf_counter()
     fn()  # warm-up: first-run allocations
     first = time.perf_counter() - t0
@@ -499,7 +502,9 @@ def measure_torch(torch_model, batch_np, factors, args) -> dict[str, Any]:
         "device": str(device),
         "params": torch_alg1.count_params(model),
     }
-    out["forward"] = _timed(forward, args.reps, budget)
+    # PyTorch's first calls create its oneDNN primitives: warm up a little longer.
+    out["forward"] = _timed(forward, args.reps, budget, warmup=3)
+    step()
     out["train_step"], out["probe"] = _interleaved([step, probe], args.reps, budget)
     out["floor_s"] = len(factors) * out["forward"]["median_s"]
     out["probe_x_floor"] = out["probe"]["median_s"] / out["floor_s"]
@@ -761,7 +766,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="cap on the time of one measurement's repetitions; slower calls get fewer (min 2)",
     )
     p.add_argument("--out", default=str(_HERE / "results"))
-    p.add_argument("--quick", action="store_true", help="tiny widths, 2 reps, short epoch")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: width 1/16, 2 reps (10 for sub-second calls), epoch budget 20 s",
+    )
     a = p.parse_args(argv)
     if a.quick:
         a.width = 1 / 16 if a.width is None else a.width
@@ -772,6 +781,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a.epoch_steps = math.ceil(CIFAR10_TRAIN / a.batch) if a.epoch_steps is None else a.epoch_steps
     a.epoch_budget = 120.0 if a.epoch_budget is None else a.epoch_budget
     a.models = [m.strip() for m in a.models.split(",") if m.strip()]
+    unknown = sorted(set(a.models) - set(MODELS))
+    if unknown or not a.models:
+        p.error(f"--models must be a comma-separated subset of {','.join(MODELS)}, got {unknown}")
     for name, v, lo in (
         ("batch", a.batch, 1),
         ("factors", a.factors, 2),

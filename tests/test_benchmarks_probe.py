@@ -187,6 +187,13 @@ def test_torch_peer_runs_the_same_algorithm(torch):
 
 
 def test_bad_cli_arguments():
-    for argv in (["--factors", "1"], ["--width", "0"], ["--reps", "0"], ["--chunk", "1"]):
+    bad = (
+        ["--factors", "1"],
+        ["--width", "0"],
+        ["--reps", "0"],
+        ["--chunk", "1"],
+        ["--models", "resnet50"],
+    )
+    for argv in bad:
         with pytest.raises(SystemExit):
             probe_overhead.parse_args(argv)
