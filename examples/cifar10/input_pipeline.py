@@ -304,7 +304,7 @@ def _load_tar(path: Path, source: str) -> Dataset:
         # Streaming mode: one pass over the gzip stream, no random access needed.
         with tarfile.open(path, "r|gz") as tar:
             for member in tar:
-                name = member.name.lstrip("./")
+                name = member.name[2:] if member.name.startswith("./") else member.name
                 m = _MEMBER_RE.match(name)
                 if member.isdir():
                     parts = name.rstrip("/").split("/")
@@ -320,8 +320,8 @@ def _load_tar(path: Path, source: str) -> Dataset:
                     continue
                 data = tar.extractfile(member).read()
                 pending.append((split, cls, fname, data))
-    except (tarfile.TarError, OSError, EOFError) as e:
-        raise DataError(f"--data-dir {path}: cannot read it as a .tar.gz: {e}") from e
+    except Exception as e:  # tarfile raises TarError, OSError, EOFError, even TypeError
+        raise DataError(f"--data-dir {path}: cannot read it as a .tar.gz: {e!r}") from e
     if not any(found.values()):
         raise DataError(
             f"--data-dir {path}: the archive holds no train/<class>/ or test/<class>/ "
@@ -441,7 +441,7 @@ def tfds_data_source(data_dir: str | None):
             hint = (
                 "It is not prepared there, and preparing it needs TensorFlow and internet: "
                 "`pip install tensorflow` then run this command again once (or run "
-                "`python -c \"import tensorflow_datasets as tfds; "
+                '`python -c "import tensorflow_datasets as tfds; '
                 "tfds.data_source('cifar10', builder_kwargs={'file_format': "
                 "'array_record'})\"`)."
             )

@@ -25,6 +25,17 @@ import input_pipeline  # noqa: E402
 import train  # noqa: E402
 from configs.default import SCHEDULES, Config  # noqa: E402
 
+_CHOICES = {
+    "schedule": SCHEDULES,
+    "lr_update": ("epoch", "step"),
+    "plateau_metric": ("test_loss", "test_accuracy", "train_loss"),
+    "plateau_mode": ("min", "max"),
+    "plateau_threshold_mode": ("rel", "abs"),
+    "one_cycle_anneal_strategy": ("cos", "linear"),
+    "auto_strategy": ("auto", "map", "vmap"),
+    "probe_source": ("random", "train"),
+}
+
 
 def _parse_value(text: str, annotation: str):
     """Parses a flag's text for a Config field of the given annotation."""
@@ -49,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--config", default="cpu", choices=sorted(configs.PRESETS), help="preset (default: cpu)"
     )
-    parser.add_argument("--workdir", required=True, help="directory for metrics, checkpoints, plots")
+    parser.add_argument(
+        "--workdir", required=True, help="directory for metrics, checkpoints, plots"
+    )
     hints = typing.get_type_hints(Config)
     for field in dataclasses.fields(Config):
         flag = "--" + field.name.replace("_", "-")
@@ -57,15 +70,20 @@ def build_parser() -> argparse.ArgumentParser:
         annotation = str(field.type)
         if hints[field.name] is bool:
             parser.add_argument(
-                flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None,
+                flag,
+                dest=field.name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
                 help=help_text,
             )
             continue
         kwargs = {}
-        if field.name == "schedule":
-            kwargs["choices"] = SCHEDULES
+        if field.name in _CHOICES:
+            kwargs["choices"] = _CHOICES[field.name]
         else:
-            kwargs["type"] = lambda text, a=annotation: _parse_value(text, a)
+            parse = lambda text, a=annotation: _parse_value(text, a)  # noqa: E731
+            parse.__name__ = annotation  # argparse names it in "invalid ... value"
+            kwargs["type"] = parse
         if annotation.startswith("tuple"):
             help_text += " (comma-separated)"
         parser.add_argument(flag, dest=field.name, default=None, help=help_text, **kwargs)

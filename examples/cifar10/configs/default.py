@@ -53,7 +53,9 @@ class Config:
         "unset: tensorflow-datasets' cifar10",
         None,
     )
-    tfds_data_dir: str | None = _h("data_dir for tfds (default: TFDS_DATA_DIR or ~/tensorflow_datasets)", None)
+    tfds_data_dir: str | None = _h(
+        "data_dir for tfds (default: TFDS_DATA_DIR or ~/tensorflow_datasets)", None
+    )
     cache_dir: str | None = _h(
         "where decoded arrays are cached when the data's own directory is read-only "
         "(default: $AUTOLR_JAX_CACHE or ~/.cache/autolr_jax)",
