@@ -520,7 +520,7 @@ def test_augment_crops_and_flips(ex):
 # Integration on the real data (CI only).
 
 
-@pytest.mark.skipif(not IN_CI, reason="integration run on the real CIFAR-10: CI=true only (~3 min)")
+@pytest.mark.skipif(not IN_CI, reason="integration run on the real CIFAR-10: CI=true only (~1 min)")
 def test_cpu_preset_on_real_cifar10(ex, tmp_path):
     if not REAL_DATA.is_file():
         pytest.fail(f"CI=true but the real CIFAR-10 copy is missing: {REAL_DATA}")
