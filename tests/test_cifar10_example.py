@@ -2,10 +2,12 @@
 
 Every ``--schedule`` trains a few short epochs on a tiny image folder written by
 the test, and the logged learning rate is checked against the library's schedule
-(or an independent oracle for plateau and auto); resume equals an uninterrupted
-run; bad data sources give clear errors; the tfds path (mocked: no download)
-goes through the same array loader as the image folder. Under CI=true, one short
-run of the ``cpu`` preset on the real CIFAR-10 copy in ``../shared/data``.
+(or an independent oracle for plateau and auto, the beam rule for alr, each
+method's own step-size rule for the learning-rate-free optimizers); resume
+equals an uninterrupted run (auto, and alr with a beam that changes size); bad
+data sources give clear errors; the tfds path (mocked: no download) goes through
+the same array loader as the image folder. Under CI=true, one short run of the
+``cpu`` preset on the real CIFAR-10 copy in ``../shared/data``.
 
 The models are tiny (width 1/16, one block per stage), so the time goes to
 compilation: the fixed schedules share one test to share compiled pieces where
@@ -201,6 +203,81 @@ def test_plateau_schedule(ex, tiny_folder, tmp_path):
     np.testing.assert_allclose([r["lr"] for r in history], want, rtol=1e-6)
 
 
+LR_FREE = ("prodigy", "dog", "mechanize", "schedule_free")
+
+
+def test_every_schedule_is_tested(ex):
+    tested = (*FIXED, "plateau", "auto", "alr", *LR_FREE)
+    assert sorted(tested) == sorted(ex.configs.SCHEDULES)
+    assert tuple(ex.configs.LR_FREE) == LR_FREE
+
+
+@pytest.mark.parametrize("schedule", LR_FREE)
+def test_lr_free_smoke(ex, tiny_folder, tmp_path, schedule):
+    lr = 0.05
+    overrides = {}
+    if schedule == "schedule_free":
+        # A warmup makes the logged lr move: 0 -> lr linearly over 10 updates (2 epochs).
+        overrides = dict(schedule_free_warmup_steps=10, schedule_free_bn_batches=2)
+    config = tiny_config(
+        ex, tiny_folder, schedule=schedule, learning_rate=lr, epochs=2, **overrides
+    )
+    history = ex.train.train_and_evaluate(config, tmp_path)
+    check_outputs(tmp_path, history, 2)
+    lrs = [v for r in history for v in (r["lr_first"], r["lr"])]
+    assert all(v > 0 for v in lrs), lrs
+    if schedule == "schedule_free":
+        # optax's warmup_constant_schedule(0, lr, 10) at the update counts 1..10
+        # (schedule-free counts from 1): updates 1, 5, 6, 10 open and close the epochs.
+        np.testing.assert_allclose(lrs, [lr * k / 10 for k in (1, 5, 6, 10)], rtol=1e-6)
+    elif schedule == "prodigy":
+        # d starts at 1e-6 (times learning_rate 1.0) and never decreases; it must have adapted.
+        assert lrs == sorted(lrs) and lrs[0] >= 1e-6 and lrs[-1] > 1e-6
+    else:
+        assert len(set(lrs)) > 1, lrs  # an estimated step size, not a constant
+
+
+def test_schedule_free_evaluates_the_averaged_iterate(ex):
+    """make_eval_state: x = (y - (1 - b1) z) / b1 (written out here), BatchNorm refreshed at x."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    config = ex.configs.get_config("cpu")
+    config.schedule, config.learning_rate, config.schedule_free_b1 = "schedule_free", 0.1, 0.8
+    model = ex.models.ResNet((1,), 10, 0.0625, rngs=nnx.Rngs(0))
+    tx = ex.train.build_optimizer(config, steps_per_epoch=4)
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        grads = jax.tree.map(
+            lambda p: jnp.asarray(rng.normal(size=p.shape), p.dtype), nnx.state(model, nnx.Param)
+        )
+        optimizer.update(model, grads)
+    model_gd, model_state = nnx.split(model)
+    opt_gd, opt_state = nnx.split(optimizer)
+    state = {"model": model_state, "opt": opt_state}
+    eval_state = ex.train.make_eval_state(model_gd, opt_gd, config)
+
+    sf = nnx.as_pure(optimizer.opt_state)
+    y = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    z = nnx.to_pure_dict(sf.z)
+    want = jax.tree.map(lambda a, b: (np.asarray(a) - 0.2 * np.asarray(b)) / 0.8, y, z)
+    stats = nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))
+
+    images = rng.integers(0, 256, (2, 8, 8, 8, 3)).astype(np.uint8)
+    for n in (0, 2):
+        out = nnx.merge(model_gd, eval_state(state, images[:n]))
+        got = nnx.to_pure_dict(nnx.state(out, nnx.Param))
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), got, want)
+        new_stats = nnx.to_pure_dict(nnx.state(out, nnx.BatchStat))
+        same = jax.tree.leaves(jax.tree.map(np.array_equal, new_stats, stats))
+        assert all(same) if n == 0 else not any(same)
+    assert not all(
+        jax.tree.leaves(jax.tree.map(lambda a, b: np.allclose(a, b), want, y))
+    )  # x differs from y: the test would pass for the training parameters otherwise
+
+
 def test_auto_schedule(ex, tiny_folder, tmp_path):
     lr, factors = 0.05, (2.0, 1.0, 0.5)
     config = tiny_config(
@@ -265,6 +342,75 @@ def test_resume_equals_uninterrupted_run(ex, tiny_folder, tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_array_equal(np.asarray(a[k]), np.asarray(b[k]), err_msg=k)
+
+
+def test_alr_schedule_and_resume(ex, tiny_folder, tmp_path):
+    """alr: the logged beam follows the beam rule; a stopped and resumed run is identical.
+
+    M = 2 (the default rates lr, lr/2), N = 3, beam size K = 3: the beam grows after
+    the first epoch, which the resume must restore at its new size.
+    """
+    lr, factors, k = 0.05, (2.0, 1.0, 0.5), 3
+    config = tiny_config(
+        ex, tiny_folder, schedule="alr", learning_rate=lr, alr_factors=factors, alr_beam_size=k
+    )
+    straight = ex.train.train_and_evaluate(config, tmp_path / "straight")
+    check_outputs(tmp_path / "straight", straight, 3)
+
+    beam, total = [lr, lr / 2], 0
+    for r in straight:
+        a = r["alr"]
+        want_children = np.outer(beam, factors)
+        np.testing.assert_allclose(a["child_learning_rates"], want_children, rtol=1e-6)
+        losses = np.array([[np.inf if v is None else v for v in row] for row in a["losses"]])
+        assert losses.shape == (len(beam), len(factors)) and np.isfinite(losses).all()
+        # The beam rule, written out: the K lowest losses, ties to the lower flat index.
+        order = sorted(range(losses.size), key=lambda i: (losses.flat[i], i))[:k]
+        assert a["parents"] == [i // len(factors) for i in order]
+        assert a["branches"] == [i % len(factors) for i in order]
+        beam = [float(want_children.flat[i]) for i in order]
+        np.testing.assert_allclose(a["beam_learning_rates"], beam, rtol=1e-6)
+        assert r["lr"] == r["lr_first"] == pytest.approx(beam[0], rel=1e-6)
+        # rank_by="mean": the best child's ranking loss is its mean training loss.
+        assert r["train_loss"] == pytest.approx(losses.min(), rel=1e-5)
+        total += losses.size
+        assert (r["child_epochs"], r["child_epochs_total"]) == (losses.size, total)
+        assert not a["all_diverged"] and not any(map(any, a["diverged"]))
+    assert [r["child_epochs"] for r in straight] == [6, 9, 9]
+    assert len({r["lr"] for r in straight}) > 1 or len(set(beam)) > 1
+
+    stopped = dataclasses.replace(config, stop_after_epoch=1)
+    assert len(ex.train.train_and_evaluate(stopped, tmp_path / "resumed")) == 1
+    resumed = ex.train.train_and_evaluate(
+        dataclasses.replace(config, resume=True), tmp_path / "resumed"
+    )
+    timing = ("epoch_time_s", "train_time_s", "eval_time_s", "steps_per_s", "wall_time_s",
+              "child_steps_per_s")  # fmt: skip
+
+    def strip(history):
+        return [{k: v for k, v in r.items() if k not in timing} for r in history]
+
+    assert strip(resumed) == strip(straight)
+    a = _final_state(tmp_path / "straight", 3)
+    b = _final_state(tmp_path / "resumed", 3)
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(np.asarray(a[key]), np.asarray(b[key]), err_msg=key)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(alr_factors=()), "factors"),
+        (dict(alr_learning_rates=(0.1, -1.0)), "learning_rates"),
+        (dict(alr_beam_size=7), "beam_size"),
+        (dict(alr_rank_by="best"), "alr_rank_by"),
+    ],
+)
+def test_alr_bad_settings(ex, tiny_folder, tmp_path, overrides, message):
+    config = tiny_config(ex, tiny_folder, schedule="alr", **overrides)
+    with pytest.raises(ex.train.ConfigError, match=message):
+        ex.train.train_and_evaluate(config, tmp_path)
 
 
 # --------------------------------------------------------------------------------------
@@ -473,6 +619,34 @@ def test_command_line_flags(ex):
     assert (tuned.batch_size, tuned.learning_rate, tuned.schedule) == (128, 0.1, "warmup_cosine")
     with pytest.raises(SystemExit):
         ex.main.build_parser().parse_args(["--workdir", "w", "--schedule", "nope"])
+
+
+def test_command_line_new_schedules_and_gpu_short(ex):
+    parse = ex.main.build_parser().parse_args
+    for name in ("gpu-short", "gpu_short"):
+        config = ex.main.config_from_args(parse(["--config", name, "--workdir", "w"]))
+        assert (config.width, config.batch_size, config.epochs) == (1.0, 128, 10)
+        assert config.train_subset == 10_000 and config.momentum == 0.0
+    args = parse(
+        ["--workdir", "w", "--schedule", "alr", "--alr-factors", "4,1,0.25", "--alr-rank-by",
+         "last", "--alr-learning-rates", "0.1,0.01", "--alr-beam-size", "3",
+         "--alr-strategy", "map", "--alr-chunk-size", "2"]
+    )  # fmt: skip
+    config = ex.main.config_from_args(args)
+    assert config.alr_factors == (4.0, 1.0, 0.25) and config.alr_rank_by == "last"
+    assert config.alr_learning_rates == (0.1, 0.01) and config.alr_beam_size == 3
+    assert (config.alr_strategy, config.alr_chunk_size) == ("map", 2)
+    assert ex.train.alr_learning_rates(ex.configs.get_config("cpu")) == (0.05, 0.025)
+    args = parse(
+        ["--workdir", "w", "--schedule", "schedule_free", "--schedule-free-warmup-steps", "100",
+         "--lr-free-learning-rate", "0.5", "--dog-init-alpha", "1e-6"]
+    )  # fmt: skip
+    config = ex.main.config_from_args(args)
+    assert config.schedule_free_warmup_steps == 100 and config.lr_free_learning_rate == 0.5
+    assert config.dog_init_alpha == 1e-6
+    for bad in (["--alr-rank-by", "best"], ["--config", "gpu"]):
+        with pytest.raises(SystemExit):
+            parse(["--workdir", "w", *bad])
 
 
 def test_sgd_matches_torch(ex, torch):

@@ -3,7 +3,7 @@
   python examples/cifar10/main.py --config cpu --data-dir ../shared/data/cifar10-jpg.tar.gz \\
       --workdir /tmp/cifar_cpu --schedule auto
 
-``--config`` picks a preset (seed, tuned, cpu, default); every field of the
+``--config`` picks a preset (seed, tuned, cpu, gpu-short, default); every field of the
 configuration is a flag of its own (``--learning-rate 0.01``, ``--milestones 30,60``,
 ``--no-augment``, ...) overriding the preset. ``--help`` lists them all.
 """
@@ -33,6 +33,8 @@ _CHOICES = {
     "plateau_threshold_mode": ("rel", "abs"),
     "one_cycle_anneal_strategy": ("cos", "linear"),
     "auto_strategy": ("auto", "map", "vmap"),
+    "alr_rank_by": ("mean", "last"),
+    "alr_strategy": ("auto", "map", "vmap"),
     "probe_source": ("random", "train"),
 }
 
@@ -58,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--config", default="cpu", choices=sorted(configs.PRESETS), help="preset (default: cpu)"
+        "--config", default="cpu", choices=configs.preset_names(), help="preset (default: cpu)"
     )
     parser.add_argument(
         "--workdir", required=True, help="directory for metrics, checkpoints, plots"

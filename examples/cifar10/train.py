@@ -10,6 +10,15 @@ wrt=nnx.Param)`` are split once into a graph definition and a pure state; the
 jitted functions merge them, run, and split again (the pattern of Flax's
 performance guide). The learning rate lives in the optimizer state as an array,
 so changing it never recompiles anything.
+
+Two schedules take other paths. ``alr`` (the ALR tree, ``autolr_jax.alr_tree``)
+has no ``nnx.Optimizer``: the beam's ``M`` members (parameters, BatchNorm
+statistics, SGD state) are stacked pytrees, and each epoch is one jitted call
+that trains the ``M * N`` children over the epoch's stacked batches and keeps
+the best. The learning-rate-free optimizers (``prodigy``, ``dog``,
+``mechanize``, ``schedule_free``; ``optax.contrib``) replace SGD and its
+schedule in the usual train step; their logged learning rate is the step size
+each one estimates (see :func:`make_lr_reader`).
 """
 
 from __future__ import annotations
@@ -22,16 +31,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-import input_pipeline
 import jax
 import jax.numpy as jnp
-import models
 import numpy as np
 import optax
-from configs.default import SCHEDULES, Config
 from flax import nnx
 
 import autolr_jax as al
+
+import input_pipeline
+import models
+from configs.default import LR_FREE, SCHEDULES, Config
 
 # Per-channel statistics of the CIFAR-10 training set (official binary release).
 MEAN = np.array([0.4914, 0.4822, 0.4465], np.float32) * 255.0
@@ -88,6 +98,25 @@ def _check_config(config: Config) -> None:
         bad("weight_decay", config.weight_decay, ">= 0")
     if config.schedule == "warmup_cosine" and not 0 <= config.warmup_epochs < config.epochs:
         bad("warmup_epochs", config.warmup_epochs, f"in [0, epochs - 1] = [0, {config.epochs - 1}]")
+    # alr_tree validates the rest of the ALR settings (factors, rates, beam size, chunk size).
+    if config.alr_rank_by not in ("mean", "last"):
+        bad("alr_rank_by", config.alr_rank_by, "'mean' or 'last'")
+    if config.alr_strategy not in ("auto", "map", "vmap"):
+        bad("alr_strategy", config.alr_strategy, "'auto', 'map' or 'vmap'")
+    if config.lr_free_learning_rate is not None and not config.lr_free_learning_rate > 0:
+        bad("lr_free_learning_rate", config.lr_free_learning_rate, "> 0 or unset")
+    if not config.dog_init_alpha > 0:
+        bad("dog_init_alpha", config.dog_init_alpha, "> 0")
+    if not config.mechanize_weight_decay >= 0:
+        bad("mechanize_weight_decay", config.mechanize_weight_decay, ">= 0")
+    if not 0 < config.schedule_free_b1 <= 1:
+        bad("schedule_free_b1", config.schedule_free_b1, "in (0, 1] (optax needs b1 > 0)")
+    warmup = config.schedule_free_warmup_steps
+    if warmup is not None and not (isinstance(warmup, int) and warmup >= 1):
+        bad("schedule_free_warmup_steps", warmup, "an integer >= 1 or unset")
+    n_bn = config.schedule_free_bn_batches
+    if not (isinstance(n_bn, int) and n_bn >= 0):
+        bad("schedule_free_bn_batches", n_bn, "an integer >= 0")
 
 
 def lr_update_of(config: Config) -> str:
@@ -171,6 +200,10 @@ def build_optimizer(
         pre.append(optax.add_decayed_weights(config.weight_decay))
     momentum = config.momentum or None
     name = config.schedule
+    if name == "alr":
+        raise ValueError("alr trains a beam of optimizers: use build_alr_tree")
+    if name in LR_FREE:
+        return build_lr_free_optimizer(config)
     if name == "auto":
         if probe_loss_fn is None:
             raise ValueError("the auto schedule needs probe_loss_fn")
@@ -194,8 +227,6 @@ def build_optimizer(
         return optax.chain(*pre, last)
     if momentum is not None:
         pre.append(optax.trace(decay=momentum, nesterov=config.nesterov))
-    # The ALR tree (issue 5; autolr_jax.alr_tree) will be one more branch here, name == "alr",
-    # with its entry in configs.default.SCHEDULES.
     if name == "plateau":
         last = al.reduce_on_plateau(
             config.learning_rate,
@@ -210,6 +241,145 @@ def build_optimizer(
     else:
         last = al.scale_by_lr_schedule(build_schedule(config, steps_per_epoch))
     return optax.chain(*pre, last)
+
+
+def build_lr_free_optimizer(config: Config) -> optax.GradientTransformation:
+    """The learning-rate-free optimizers of ``optax.contrib``, with their recommended settings.
+
+    * ``prodigy``: ``prodigy(learning_rate=lr_free_learning_rate or 1.0,
+      weight_decay=weight_decay)`` (Adam-based; decoupled, AdamW-style decay).
+    * ``dog``: ``dog(learning_rate=lr_free_learning_rate or 1.0,
+      init_step=('heuristic', dog_init_alpha), weight_decay=weight_decay or None)``
+      (plain SGD directions; L2 decay added to the gradient).
+    * ``mechanize``: ``mechanize(SGD(learning_rate, momentum, nesterov, weight_decay),
+      weight_decay=mechanize_weight_decay)``: Mechanic learns a scale ``s`` of the
+      base SGD's updates, so ``learning_rate`` only sets the base step.
+    * ``schedule_free``: ``schedule_free_sgd(learning_rate,
+      warmup_steps=schedule_free_warmup_steps, b1=schedule_free_b1,
+      weight_decay=weight_decay or None)``; evaluate at
+      ``schedule_free_eval_params`` (see :func:`make_eval_state`).
+
+    ``momentum`` applies to ``mechanize``'s base SGD only: prodigy has Adam's
+    betas, DoG is momentum-free, and schedule-free replaces momentum by its
+    interpolation (``b1``); :func:`train_and_evaluate` prints a note when it is set.
+    """
+    name = config.schedule
+    scale = 1.0 if config.lr_free_learning_rate is None else config.lr_free_learning_rate
+    wd = config.weight_decay or None
+    contrib = optax.contrib
+    if name == "prodigy":
+        return contrib.prodigy(learning_rate=scale, weight_decay=config.weight_decay)
+    if name == "dog":
+        return contrib.dog(
+            learning_rate=scale, init_step=("heuristic", config.dog_init_alpha), weight_decay=wd
+        )
+    if name == "mechanize":
+        base = optax.sgd(
+            config.learning_rate, momentum=config.momentum or None, nesterov=config.nesterov
+        )
+        if wd:
+            base = optax.chain(optax.add_decayed_weights(wd), base)
+        return contrib.mechanize(base, weight_decay=config.mechanize_weight_decay)
+    if name == "schedule_free":
+        return contrib.schedule_free_sgd(
+            config.learning_rate,
+            warmup_steps=config.schedule_free_warmup_steps,
+            b1=config.schedule_free_b1,
+            weight_decay=wd,
+        )
+    raise ValueError(f"{name!r} is not a learning-rate-free optimizer")
+
+
+def _find_state(tree: Any, cls: type) -> Any:
+    """The one node of type ``cls`` in a (pure) optimizer state."""
+    found = [
+        n for n in jax.tree.leaves(tree, is_leaf=lambda n: isinstance(n, cls)) if isinstance(n, cls)
+    ]
+    if len(found) != 1:
+        raise ValueError(f"expected one {cls.__name__} in the optimizer state, found {len(found)}")
+    return found[0]
+
+
+def make_lr_reader(config: Config):
+    """``opt_state -> float32 lr`` for the logs, from the pure optimizer state after an update.
+
+    ``autolr_jax.current_lr`` for SGD with a schedule, plateau and auto. The
+    learning-rate-free optimizers hold no learning rate; what is logged is the
+    step size each one has estimated:
+
+    * ``prodigy``: ``d * learning_rate`` after the update, the step the next
+      update takes before Adam's bias correction (PyTorch's Prodigy logs
+      ``d * lr`` likewise); ``d`` starts at 1e-6 and never decreases.
+    * ``dog``: ``learning_rate * max_dist / sqrt(sum of squared gradient norms
+      + eps)``, exactly the step size of the last update.
+    * ``mechanize``: ``sum(s) * learning_rate``, Mechanic's learned scale times
+      the base SGD's learning rate (the scale the last update applied).
+    * ``schedule_free``: the SGD learning rate of the last update (constant, or
+      its warmup value).
+    """
+    name = config.schedule
+    scale = 1.0 if config.lr_free_learning_rate is None else config.lr_free_learning_rate
+    contrib = optax.contrib
+    f32 = jnp.float32
+    if name == "prodigy":
+        return lambda s: (_find_state(s, contrib.ProdigyState).estim_lr * scale).astype(f32)
+
+    if name == "dog":
+
+        def dog_lr(s):
+            d = _find_state(s, contrib.DoGState)
+            return (scale * d.max_dist / jnp.sqrt(d.sum_sq_norm_grads + 1e-8)).astype(f32)
+
+        return dog_lr
+    if name == "mechanize":
+        lr = config.learning_rate
+        return lambda s: (jnp.sum(_find_state(s, contrib.MechanicState).s) * lr).astype(f32)
+    if name == "schedule_free":
+        return lambda s: _find_state(s, contrib.ScheduleFreeState).max_lr.astype(f32)
+    return al.current_lr
+
+
+def alr_learning_rates(config: Config) -> tuple[float, ...]:
+    """The ALR beam's initial learning rates: ``alr_learning_rates`` or ``(lr, lr / 2)``.
+
+    The default ``M = 2`` beam starts its best member at the configured rate, so
+    the first epoch's children with factors (2, 1, 0.5) span ``lr / 4 .. 2 lr``:
+    leaning low, because too large a rate diverges while too small a one only
+    trains slower.
+    """
+    if config.alr_learning_rates is not None:
+        return tuple(config.alr_learning_rates)
+    return (config.learning_rate, config.learning_rate / 2)
+
+
+def build_alr_tree(config: Config, model_gd: nnx.GraphDef) -> al.ALRTree:
+    """``autolr_jax.alr_tree`` over the ResNet, each child with the example's SGD.
+
+    A child's optimizer is ``torch.optim.SGD`` as in :func:`build_optimizer`
+    (weight decay added to the gradient, then momentum), at the learning rate
+    the tree injects. The model state a child carries is
+    ``{'batch_stats': BatchNorm statistics, 'correct': int32}``: the second
+    counts the child's correct training predictions during the epoch (reset
+    before each epoch), for the logged training accuracy.
+    """
+    momentum = config.momentum or None
+    wd = config.weight_decay
+
+    def sgd(learning_rate):
+        # Only learning_rate is injected; momentum and nesterov stay Python constants.
+        tx = optax.sgd(learning_rate, momentum=momentum, nesterov=config.nesterov)
+        return optax.chain(optax.add_decayed_weights(wd), tx) if wd else tx
+
+    return al.alr_tree(
+        make_alr_loss(model_gd, config),
+        sgd,
+        factors=tuple(config.alr_factors),
+        beam_size=config.alr_beam_size,
+        rank_by=config.alr_rank_by,
+        strategy=config.alr_strategy,
+        chunk_size=config.alr_chunk_size,
+        has_aux=True,
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -260,6 +430,31 @@ def make_probe_loss(model_gd: nnx.GraphDef):
     return probe_loss
 
 
+def make_alr_loss(model_gd: nnx.GraphDef, config: Config):
+    """The ALR tree's ``loss_fn(params, model_state, batch) -> (loss, new_model_state)``.
+
+    ``batch`` is ``(uint8 images, labels, key)``: the augmentation key travels
+    with the batch, so every child sees the same augmented images. The model
+    runs in train mode and its updated BatchNorm statistics are the new model
+    state, as in the ordinary train step.
+    """
+
+    def loss_fn(params, model_state, batch):
+        images, labels, key = batch
+        if config.augment:
+            images = augment(images, key)
+        model = nnx.merge(model_gd, params, model_state["batch_stats"])
+        logits = model(normalize(images), train=True)
+        loss = cross_entropy(logits, labels).mean()
+        correct = jnp.sum(jnp.argmax(logits, -1) == labels).astype(jnp.int32)
+        return loss, {
+            "batch_stats": nnx.as_pure(nnx.state(model, nnx.Not(nnx.Param))),
+            "correct": model_state["correct"] + correct,
+        }
+
+    return loss_fn
+
+
 def make_train_step(model_gd: nnx.GraphDef, opt_gd: nnx.GraphDef, config: Config):
     """One jitted function: augmentation, forward, backward, (probe), update.
 
@@ -268,6 +463,7 @@ def make_train_step(model_gd: nnx.GraphDef, opt_gd: nnx.GraphDef, config: Config
     probe batch is used by the auto scheduler only.
     """
     uses_probe = config.schedule == "auto"
+    read_lr = make_lr_reader(config)
 
     def train_step(state, images, labels, probe_images, probe_labels):
         model = nnx.merge(model_gd, state["model"])
@@ -295,7 +491,7 @@ def make_train_step(model_gd: nnx.GraphDef, opt_gd: nnx.GraphDef, config: Config
         metrics = {
             "loss": loss,
             "correct": jnp.sum(jnp.argmax(logits, -1) == labels),
-            "lr": al.current_lr(opt_state),
+            "lr": read_lr(opt_state),
         }
         if uses_probe:
             # build_optimizer puts auto_lr last in the chain.
@@ -303,6 +499,37 @@ def make_train_step(model_gd: nnx.GraphDef, opt_gd: nnx.GraphDef, config: Config
         return {"model": nnx.state(model), "opt": nnx.state(optimizer), "rng": rng}, metrics
 
     return jax.jit(train_step, donate_argnums=0)
+
+
+def make_eval_state(model_gd: nnx.GraphDef, opt_gd: nnx.GraphDef, config: Config):
+    """Jitted ``(state, bn_images) -> model state to evaluate``, for ``schedule_free`` only.
+
+    Schedule-free SGD trains at ``y`` but its iterate to evaluate is ``x``
+    (``optax.contrib.schedule_free_eval_params``). The BatchNorm statistics were
+    gathered at ``y``; as the authors advise, they are recomputed at ``x`` by
+    running ``bn_images`` (``[n, batch, H, W, 3]`` un-augmented training
+    batches; ``n = 0`` keeps the training statistics) through the model in
+    train mode. The training state itself is not changed.
+    """
+
+    def eval_state(state, bn_images):
+        model = nnx.merge(model_gd, state["model"])
+        optimizer = nnx.merge(opt_gd, state["opt"])
+        sf = _find_state(nnx.as_pure(optimizer.opt_state), optax.contrib.ScheduleFreeState)
+        params = nnx.as_pure(nnx.state(model, nnx.Param))
+        params_x = optax.contrib.schedule_free_eval_params(sf, params)
+        stats = nnx.as_pure(nnx.state(model, nnx.Not(nnx.Param)))
+
+        def refresh(stats, images):
+            m = nnx.merge(model_gd, params_x, stats)
+            m(normalize(images), train=True)
+            return nnx.as_pure(nnx.state(m, nnx.Not(nnx.Param))), None
+
+        if bn_images.shape[0]:
+            stats, _ = jax.lax.scan(refresh, stats, bn_images)
+        return nnx.state(nnx.merge(model_gd, params_x, stats))
+
+    return jax.jit(eval_state)
 
 
 def make_eval_step(model_gd: nnx.GraphDef):
@@ -424,6 +651,8 @@ def _summary_line(rec: dict, epochs: int) -> str:
     if rec.get("probes"):
         mults = ", ".join(f"x{p['multiplier']:.3g}" for p in rec["probes"])
         line += f" | probe {mults}"
+    if "alr" in rec:
+        line += f" | alr: {rec['child_epochs']} child-epochs"
     return line
 
 
@@ -503,6 +732,12 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> list[dict]:
     probe_size = config.probe_batch_size
     if config.schedule == "auto" and config.probe_source == "random" and probe_size > n_train:
         raise ConfigError(f"probe_batch_size {probe_size} exceeds the {n_train} training images")
+    is_alr = config.schedule == "alr"
+    if config.schedule in ("prodigy", "dog", "schedule_free") and config.momentum:
+        print(
+            f"note: {config.schedule} does not use --momentum {config.momentum} (prodigy has "
+            "Adam's betas, DoG is momentum-free, schedule-free replaces momentum by its b1)"
+        )
 
     def make_model():
         # The 'rbg' generator: with the default threefry, XLA takes ~10 s (on 2 CPU cores)
@@ -513,23 +748,44 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> list[dict]:
         )
 
     model_gd = nnx.split(nnx.eval_shape(make_model))[0]
+    # Initialised inside jit: eagerly, every initializer call would compile on its own.
+    model_state = jax.jit(lambda: nnx.state(make_model()))()
+    opt_gd = tree = None
     try:
-        tx = build_optimizer(config, steps_per_epoch, make_probe_loss(model_gd))
+        if is_alr:
+            tree = build_alr_tree(config, model_gd)
+            lrs = alr_learning_rates(config)
+
+            def init_beam(model_state):
+                model = nnx.merge(model_gd, model_state)
+                params = nnx.as_pure(nnx.state(model, nnx.Param))
+                stats = nnx.as_pure(nnx.state(model, nnx.Not(nnx.Param)))
+                aux = {"batch_stats": stats, "correct": jnp.zeros((), jnp.int32)}
+                return tree.init(params, lrs, aux)
+
+            # tree.init validates the rates while tracing, before anything runs.
+            state = {"alr": jax.jit(init_beam)(model_state)}
+        else:
+            tx = build_optimizer(config, steps_per_epoch, make_probe_loss(model_gd))
     except ValueError as e:  # autolr_jax names the argument, the value and the range
         raise ConfigError(f"invalid schedule/optimizer setting for {config.schedule!r}: {e}") from e
 
-    def make_optimizer(model_state):
-        return nnx.Optimizer(nnx.merge(model_gd, model_state), tx, wrt=nnx.Param)
+    if not is_alr:
 
-    # Initialised inside jit: eagerly, every initializer call would compile on its own.
-    model_state = jax.jit(lambda: nnx.state(make_model()))()
-    opt_gd = nnx.split(nnx.eval_shape(make_optimizer, model_state))[0]
-    opt_state = jax.jit(lambda ms: nnx.state(make_optimizer(ms)))(model_state)
-    state = {
-        "model": model_state,
-        "opt": opt_state,
-        "rng": jax.random.fold_in(jax.random.PRNGKey(config.seed), 1),
-    }
+        def make_optimizer(model_state):
+            return nnx.Optimizer(nnx.merge(model_gd, model_state), tx, wrt=nnx.Param)
+
+        opt_gd = nnx.split(nnx.eval_shape(make_optimizer, model_state))[0]
+        opt_state = jax.jit(lambda ms: nnx.state(make_optimizer(ms)))(model_state)
+        # Some optimizers keep the initial parameters in their state (prodigy, dog,
+        # mechanize); jit may hand back those very buffers, which the donating train step
+        # must not receive twice.
+        opt_state = jax.tree.map(jnp.copy, opt_state)
+        state = {
+            "model": model_state,
+            "opt": opt_state,
+            "rng": jax.random.fold_in(jax.random.PRNGKey(config.seed), 1),
+        }
 
     ckpts = _Checkpoints(workdir / "checkpoints", config.checkpoint)
     metrics_path = workdir / METRICS_FILE
@@ -544,16 +800,23 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> list[dict]:
         )
     if config.resume and latest is not None:
         meta = ckpts.restore_meta(latest)
+        # Fields added after a run was saved count as unchanged while they keep the default.
+        defaults = _config_dict(Config())
         changed = {
-            k: (meta["config"].get(k), v)
+            k: (meta["config"].get(k, defaults[k]), v)
             for k, v in _config_dict(config).items()
-            if k not in _RESUMABLE_CHANGES and meta["config"].get(k) != v
+            if k not in _RESUMABLE_CHANGES and meta["config"].get(k, defaults[k]) != v
         }
         if changed:
             ckpts.close()
             diffs = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
             raise ConfigError(f"--resume with a different configuration ({diffs})")
-        state = ckpts.restore_state(latest, state)
+        like = state
+        if is_alr and meta["epoch"] > 0:
+            # With beam_size K != M the beam has K members after the first epoch.
+            abstract = _alr_batches_abstract(data, config, steps_per_epoch)
+            like = jax.eval_shape(lambda s: {"alr": tree.epoch(s["alr"], abstract)[0]}, state)
+        state = ckpts.restore_state(latest, like)
         history = meta["history"]
         start_epoch = meta["epoch"]
         wall_before = meta["wall_time_s"]
@@ -566,119 +829,68 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> list[dict]:
             f.write(json.dumps(rec) + "\n")
     (workdir / "config.json").write_text(json.dumps(_config_dict(config), indent=2) + "\n")
 
-    train_step = make_train_step(model_gd, opt_gd, config)
-    eval_step = make_eval_step(model_gd)
-    uses_probe = config.schedule == "auto"
-    every = config.auto_every or steps_per_epoch
-    rng_probe_dummy = (
-        np.zeros((probe_size, *data.train.images.shape[1:]), np.uint8),
-        np.zeros((probe_size,), np.int32),
-    )
-    if not uses_probe or config.probe_source == "train":
-        probe = rng_probe_dummy[0][:1], rng_probe_dummy[1][:1]  # unused by the step
-    else:
-        probe = rng_probe_dummy
-
     from tqdm.auto import tqdm
 
+    if is_alr:
+        lr_update = "lr: the beam's best child, chosen per epoch"
+    elif config.schedule in LR_FREE:
+        lr_update = "step size estimated by the optimizer at every update"
+    else:
+        lr_update = f"lr updated per {lr_update_of(config)}"
     print(
         f"CIFAR-10 from {data.source}: {n_train} train / {len(data.test)} test images; "
         f"ResNet-18 width {config.width}; schedule {config.schedule} "
-        f"(lr updated per {lr_update_of(config)}); {steps_per_epoch} steps/epoch"
+        f"({lr_update}); {steps_per_epoch} steps/epoch"
     )
+    if is_alr:
+        run_epoch = _alr_epoch_runner(config, data, model_gd, tree, steps_per_epoch, tqdm)
+    else:
+        run_epoch = _sgd_epoch_runner(config, data, model_gd, opt_gd, steps_per_epoch, tqdm)
+    eval_step = make_eval_step(model_gd)
+
     stopped_early = False
     for epoch in range(start_epoch, config.epochs):
         t0 = time.time()
-        bar = tqdm(
-            total=steps_per_epoch,
-            desc=f"epoch {epoch + 1}/{config.epochs}",
-            unit="step",
-            disable=not config.progress,
-            leave=False,
-            file=sys.stderr,
-            dynamic_ncols=True,
-        )
-        step_metrics, fetched = [], []
-        last_refresh = time.time()
-        batches = input_pipeline.train_batches(data.train, config.batch_size, config.seed, epoch)
-        for i, (x, y) in enumerate(batches):
-            step = epoch * steps_per_epoch + i
-            if uses_probe and config.probe_source == "random" and step % every == 0:
-                idx = input_pipeline.probe_indices(n_train, probe_size, config.seed, step)
-                probe = (data.train.images[idx], data.train.labels[idx])
-            state, m = train_step(state, x, y, *probe)
-            step_metrics.append(m)
-            bar.update(1)
-            if config.progress and (time.time() - last_refresh > 0.5 or i + 1 == steps_per_epoch):
-                # Fetching waits for the step to finish: done twice a second, not every step.
-                fetched.extend(jax.device_get(step_metrics[len(fetched) :]))
-                n_seen = len(fetched) * config.batch_size
-                bar.set_postfix(
-                    loss=f"{np.mean([f['loss'] for f in fetched]):.4f}",
-                    acc=f"{100 * sum(int(f['correct']) for f in fetched) / n_seen:.2f}%",
-                    lr=f"{float(fetched[-1]['lr']):.4g}",
-                )
-                last_refresh = time.time()
-        fetched.extend(jax.device_get(step_metrics[len(fetched) :]))
-        bar.close()
+        state, rec, eval_model_state = run_epoch(state, epoch, history)
         train_time = time.time() - t0
 
         t1 = time.time()
-        test_loss, test_acc = evaluate(eval_step, state["model"], data.test, config.eval_batch_size)
+        test_loss, test_acc = evaluate(
+            eval_step, eval_model_state, data.test, config.eval_batch_size
+        )
         eval_time = time.time() - t1
-        train_loss = float(np.mean([f["loss"] for f in fetched]))
-        train_acc = sum(int(f["correct"]) for f in fetched) / (len(fetched) * config.batch_size)
-
-        probes = []
-        if uses_probe:
-            before = int(history[-1]["num_probes"]) if history else 0
-            for i, f in enumerate(fetched):
-                p = f["probe"]
-                if int(p["num_probes"]) != before:
-                    before = int(p["num_probes"])
-                    probes.append(
-                        {
-                            "step": epoch * steps_per_epoch + i,
-                            "multiplier": float(p["multiplier"]),
-                            "lr": float(f["lr"]),
-                            "losses": [float(v) for v in p["losses"]],
-                            "scores": [float(v) for v in p["scores"]],
-                        }
-                    )
-                    tqdm.write(
-                        f"  probe at update {probes[-1]['step']}: losses "
-                        f"{np.round(probes[-1]['losses'], 4).tolist()} -> multiplier "
-                        f"x{probes[-1]['multiplier']:.4g}, lr {probes[-1]['lr']:.4g}"
-                    )
 
         if config.schedule == "plateau":
-            metric = {"test_loss": test_loss, "test_accuracy": test_acc, "train_loss": train_loss}[
-                config.plateau_metric
-            ]
+            metric = {
+                "test_loss": test_loss,
+                "test_accuracy": test_acc,
+                "train_loss": rec["train_loss"],
+            }[config.plateau_metric]
             optimizer = nnx.merge(opt_gd, state["opt"])
             opt_state = al.report_metric(nnx.as_pure(optimizer.opt_state), jnp.float32(metric))
             nnx.update(optimizer.opt_state, nnx.state(opt_state))
             state = {**state, "opt": nnx.state(optimizer)}
 
         epoch_time = time.time() - t0
+        extra = rec
         rec = {
             "epoch": epoch + 1,
             "steps": (epoch + 1) * steps_per_epoch,
-            "train_loss": train_loss,
-            "train_accuracy": train_acc,
+            "train_loss": extra.pop("train_loss"),
+            "train_accuracy": extra.pop("train_accuracy"),
             "test_loss": test_loss,
             "test_accuracy": test_acc,
-            "lr": float(fetched[-1]["lr"]),
-            "lr_first": float(fetched[0]["lr"]),
+            "lr": extra.pop("lr"),
+            "lr_first": extra.pop("lr_first"),
             "epoch_time_s": epoch_time,
             "train_time_s": train_time,
             "eval_time_s": eval_time,
             "steps_per_s": steps_per_epoch / train_time,
             "wall_time_s": wall_before + time.time() - t_start,
         }
-        if uses_probe:
-            rec["probes"] = probes
-            rec["num_probes"] = int(fetched[-1]["probe"]["num_probes"])
+        if is_alr:
+            rec["child_steps_per_s"] = extra["child_epochs"] * steps_per_epoch / train_time
+        rec.update(extra)
         history.append(rec)
         with open(metrics_path, "a") as f:
             f.write(json.dumps(rec) + "\n")
@@ -710,3 +922,204 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> list[dict]:
     elif stopped_early:
         print(f"stopped after epoch {history[-1]['epoch']}; continue with --resume")
     return history
+
+
+def _progress_bar(tqdm, config: Config, epoch: int, total: int, unit: str, desc: str = ""):
+    return tqdm(
+        total=total,
+        desc=f"epoch {epoch + 1}/{config.epochs}{desc}",
+        unit=unit,
+        disable=not config.progress,
+        leave=False,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
+
+
+def _sgd_epoch_runner(config, data, model_gd, opt_gd, steps_per_epoch, tqdm):
+    """``run_epoch(state, epoch, history) -> (state, partial record, model state to evaluate)``
+    for every schedule but alr: one jitted train step per batch."""
+    train_step = make_train_step(model_gd, opt_gd, config)
+    uses_probe = config.schedule == "auto"
+    n_train = len(data.train)
+    probe_size = config.probe_batch_size
+    every = config.auto_every or steps_per_epoch
+    rng_probe_dummy = (
+        np.zeros((probe_size, *data.train.images.shape[1:]), np.uint8),
+        np.zeros((probe_size,), np.int32),
+    )
+    if not uses_probe or config.probe_source == "train":
+        probe = rng_probe_dummy[0][:1], rng_probe_dummy[1][:1]  # unused by the step
+    else:
+        probe = rng_probe_dummy
+    eval_state = None
+    if config.schedule == "schedule_free":
+        eval_state = make_eval_state(model_gd, opt_gd, config)
+
+    def run_epoch(state, epoch, history):
+        nonlocal probe
+        bar = _progress_bar(tqdm, config, epoch, steps_per_epoch, "step")
+        step_metrics, fetched = [], []
+        last_refresh = time.time()
+        batches = input_pipeline.train_batches(data.train, config.batch_size, config.seed, epoch)
+        for i, (x, y) in enumerate(batches):
+            step = epoch * steps_per_epoch + i
+            if uses_probe and config.probe_source == "random" and step % every == 0:
+                idx = input_pipeline.probe_indices(n_train, probe_size, config.seed, step)
+                probe = (data.train.images[idx], data.train.labels[idx])
+            state, m = train_step(state, x, y, *probe)
+            step_metrics.append(m)
+            bar.update(1)
+            if config.progress and (time.time() - last_refresh > 0.5 or i + 1 == steps_per_epoch):
+                # Fetching waits for the step to finish: done twice a second, not every step.
+                fetched.extend(jax.device_get(step_metrics[len(fetched) :]))
+                n_seen = len(fetched) * config.batch_size
+                bar.set_postfix(
+                    loss=f"{np.mean([f['loss'] for f in fetched]):.4f}",
+                    acc=f"{100 * sum(int(f['correct']) for f in fetched) / n_seen:.2f}%",
+                    lr=f"{float(fetched[-1]['lr']):.4g}",
+                )
+                last_refresh = time.time()
+        fetched.extend(jax.device_get(step_metrics[len(fetched) :]))
+        bar.close()
+        rec = {
+            "train_loss": float(np.mean([f["loss"] for f in fetched])),
+            "train_accuracy": sum(int(f["correct"]) for f in fetched)
+            / (len(fetched) * config.batch_size),
+            "lr": float(fetched[-1]["lr"]),
+            "lr_first": float(fetched[0]["lr"]),
+        }
+
+        if uses_probe:
+            probes = []
+            before = int(history[-1]["num_probes"]) if history else 0
+            for i, f in enumerate(fetched):
+                p = f["probe"]
+                if int(p["num_probes"]) != before:
+                    before = int(p["num_probes"])
+                    probes.append(
+                        {
+                            "step": epoch * steps_per_epoch + i,
+                            "multiplier": float(p["multiplier"]),
+                            "lr": float(f["lr"]),
+                            "losses": [float(v) for v in p["losses"]],
+                            "scores": [float(v) for v in p["scores"]],
+                        }
+                    )
+                    tqdm.write(
+                        f"  probe at update {probes[-1]['step']}: losses "
+                        f"{np.round(probes[-1]['losses'], 4).tolist()} -> multiplier "
+                        f"x{probes[-1]['multiplier']:.4g}, lr {probes[-1]['lr']:.4g}"
+                    )
+            rec["probes"] = probes
+            rec["num_probes"] = int(fetched[-1]["probe"]["num_probes"])
+
+        if eval_state is None:
+            return state, rec, state["model"]
+        n_bn = min(config.schedule_free_bn_batches, steps_per_epoch)
+        bn_images = _bn_batches(data, config, epoch, n_bn)
+        return state, rec, eval_state(state, bn_images)
+
+    return run_epoch
+
+
+def _bn_batches(data, config: Config, epoch: int, n: int) -> np.ndarray:
+    """``n`` un-augmented training batches ``[n, batch, H, W, 3]`` (a function of seed, epoch)."""
+    perm = np.random.default_rng([config.seed, 2, epoch]).permutation(len(data.train))
+    idx = np.sort(perm[: n * config.batch_size].reshape(n, config.batch_size), axis=1)
+    return data.train.images[idx]
+
+
+def _alr_batches(data, config: Config, epoch: int, steps_per_epoch: int):
+    """The epoch's batches stacked on a leading axis, with one augmentation key per step.
+
+    The same batches, in the same order, as the other schedules' epoch; the keys
+    are a function of the seed and the epoch, so a resumed run repeats them.
+    """
+    pairs = list(input_pipeline.train_batches(data.train, config.batch_size, config.seed, epoch))
+    images = np.stack([x for x, _ in pairs])
+    labels = np.stack([y for _, y in pairs])
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(config.seed), 2), epoch)
+    return images, labels, jax.random.split(key, steps_per_epoch)
+
+
+def _alr_batches_abstract(data, config: Config, steps_per_epoch: int):
+    shape = (steps_per_epoch, config.batch_size)
+    return (
+        jax.ShapeDtypeStruct(shape + data.train.images.shape[1:], jnp.uint8),
+        jax.ShapeDtypeStruct(shape, jnp.int32),
+        jax.ShapeDtypeStruct((steps_per_epoch, 2), jnp.uint32),
+    )
+
+
+def _alr_epoch_runner(config, data, model_gd, tree, steps_per_epoch, tqdm):
+    """``run_epoch`` for alr: the whole epoch of all ``M * N`` children is one jitted call."""
+
+    def alr_epoch(alr_state, batches):
+        aux = alr_state.model_state
+        aux = {**aux, "correct": jnp.zeros_like(aux["correct"])}
+        return tree.epoch(alr_state._replace(model_state=aux), batches)
+
+    alr_epoch = jax.jit(alr_epoch, donate_argnums=0)
+
+    @jax.jit
+    def best_model(beam):
+        """The best member as the model state the evaluation takes."""
+        stats = al.best_model_state(beam)["batch_stats"]
+        return nnx.state(nnx.merge(model_gd, al.best_params(beam), stats))
+
+    n_factors = len(config.alr_factors)
+
+    def run_epoch(state, epoch, history):
+        beam = state["alr"]
+        children = int(beam.learning_rates.shape[0]) * n_factors
+        # One call trains every child over the whole epoch: the bar completes at its end.
+        desc = f" (alr: {children} children in one call)"
+        bar = _progress_bar(tqdm, config, epoch, children * steps_per_epoch, "child-step", desc)
+        batches = _alr_batches(data, config, epoch, steps_per_epoch)
+        beam, info = alr_epoch(beam, batches)
+        info, lrs, correct = jax.device_get(
+            (info, beam.learning_rates, beam.model_state["correct"][0])
+        )
+        bar.update(children * steps_per_epoch)
+        bar.close()
+
+        all_diverged = bool(info.all_diverged)
+        if all_diverged:
+            train_loss, train_acc = float("nan"), float("nan")
+            tqdm.write(f"  alr: every child diverged in epoch {epoch + 1}; the beam is unchanged")
+        else:
+            best = info.batch_losses[int(info.parents[0]), int(info.branches[0])]
+            train_loss = float(np.mean(best))
+            train_acc = int(correct) / (steps_per_epoch * config.batch_size)
+        finite = np.isfinite(info.losses)
+        rec = {
+            "train_loss": train_loss,
+            "train_accuracy": train_acc,
+            "lr": float(lrs[0]),
+            "lr_first": float(lrs[0]),
+            "child_epochs": children,
+            "child_epochs_total": (history[-1]["child_epochs_total"] if history else 0) + children,
+            "alr": {
+                "child_learning_rates": info.learning_rates.astype(float).tolist(),
+                # JSON has no NaN: a diverged child's loss is null.
+                "losses": [
+                    [float(v) if ok else None for v, ok in zip(row, oks, strict=True)]
+                    for row, oks in zip(info.losses, finite, strict=True)
+                ],
+                "diverged": info.diverged.tolist(),
+                "parents": info.parents.tolist(),
+                "branches": info.branches.tolist(),
+                "beam_learning_rates": lrs.astype(float).tolist(),
+                "all_diverged": all_diverged,
+            },
+        }
+        tqdm.write(
+            "  alr: children lr "
+            f"{np.round(info.learning_rates, 6).tolist()} losses "
+            f"{np.round(info.losses, 4).tolist()} -> best lr {lrs[0]:.4g} "
+            f"(parent {int(info.parents[0])}, factor index {int(info.branches[0])})"
+        )
+        return {"alr": beam}, rec, best_model(beam)
+
+    return run_epoch

@@ -10,6 +10,11 @@ Durations of the schedules (``step_size``, ``milestones``, ``t_max``,
 usual protocol, ``scheduler.step()`` once per epoch, via ``autolr_jax.per_epoch``)
 or ``'step'`` (the same schedule evaluated at every update, durations converted
 to updates).
+
+``alr`` (the ALR tree, ``autolr_jax.alr_tree``) trains ``M * N`` copies of the model
+per epoch; ``prodigy``, ``dog``, ``mechanize`` and ``schedule_free`` are Optax's
+learning-rate-free optimizers (``optax.contrib``), used in place of SGD and its
+schedule; see ``examples/cifar10/README.md`` for what each takes from this config.
 """
 
 from __future__ import annotations
@@ -28,8 +33,14 @@ SCHEDULES = (
     "one_cycle",
     "plateau",
     "auto",
-    # "alr": the ALR tree (issue 5) will register here and in train.build_optimizer.
+    "alr",
+    "prodigy",
+    "dog",
+    "mechanize",
+    "schedule_free",
 )
+# The learning-rate-free optimizers (optax.contrib): they replace SGD and its schedule.
+LR_FREE = ("prodigy", "dog", "mechanize", "schedule_free")
 
 
 def _h(text: str, default=dataclasses.MISSING, default_factory=dataclasses.MISSING):
@@ -131,6 +142,49 @@ class Config:
         "auto: 'random' (a separate random batch of probe_batch_size training images) "
         "or 'train' (the current training batch)",
         "random",
+    )
+
+    alr_learning_rates: tuple[float, ...] | None = _h(
+        "alr: the beam's initial learning rates (M of them, best first); unset: "
+        "(learning_rate, learning_rate / 2)",
+        None,
+    )
+    alr_factors: tuple[float, ...] = _h("alr: the N branch factors r_n", (2.0, 1.0, 0.5))
+    alr_beam_size: int | None = _h(
+        "alr: children kept after each epoch (K, in [1, M*N]); unset: M", None
+    )
+    alr_rank_by: str = _h(
+        "alr: children ranked by their 'mean' training loss over the epoch, or the loss on "
+        "the epoch's 'last' batch (the seed's pseudo-code read literally)",
+        "mean",
+    )
+    alr_strategy: str = _h(
+        "alr: 'auto', 'map' (children one after another) or 'vmap' (all at once)", "auto"
+    )
+    alr_chunk_size: int | None = _h("alr: children vmapped together under 'map'", None)
+    lr_free_learning_rate: float | None = _h(
+        "prodigy/dog: their learning_rate argument, a multiplier of the step size they "
+        "estimate; unset: 1.0 (the authors' recommendation). mechanize and schedule_free "
+        "use learning_rate (the base SGD's)",
+        None,
+    )
+    dog_init_alpha: float = _h(
+        "dog: initial distance r_eps = alpha * (1 + |x0|) (optax's 'heuristic' init_step; "
+        "the authors suggest 1e-4 for models with BatchNorm, 1e-6 otherwise)",
+        1e-4,
+    )
+    mechanize_weight_decay: float = _h(
+        "mechanize: Mechanic's own weight decay (optax's default 1e-2; not weight_decay)", 1e-2
+    )
+    schedule_free_b1: float = _h("schedule_free: interpolation/averaging beta_1 (0.9)", 0.9)
+    schedule_free_warmup_steps: int | None = _h(
+        "schedule_free: updates of linear warmup from 0 to learning_rate; unset: none", None
+    )
+    schedule_free_bn_batches: int = _h(
+        "schedule_free: training batches run in train mode at the evaluation parameters to "
+        "recompute the BatchNorm statistics before each evaluation (as the authors advise; "
+        "0: evaluate with the statistics gathered during training)",
+        50,
     )
 
     # ---- run
