@@ -65,6 +65,7 @@ if str(_HERE) not in sys.path:
 
 SCHEMA = 1
 RESULTS = "results.jsonl"
+REPORT_EVERY_S = 30.0  # the report is rewritten after a run at most this often (and at the end)
 GROUPS = ("main", "sensitivity", "score", "probe")
 PROTOCOLS = ("cpu", "seed", "gpu-short")
 
@@ -96,7 +97,10 @@ _NOT_IN_KEY = {
     "stop_after_epoch",
     "seed",
 }
+# A run "diverged" if a loss is non-finite or it ended at chance: a training loss no better
+# than guessing uniformly among the 10 classes and a test accuracy of at most 15%.
 _LN10 = math.log(10.0)
+_CHANCE = 0.15
 
 
 # --------------------------------------------------------------------------------------
@@ -256,13 +260,11 @@ def _auto(n: int, **kw) -> dict:
 
 
 def _alr_overrides(config_cls) -> dict:
-    """The ALR tree at M = 2, N = 3 (factors 2, 1, 0.5), in the example's field names."""
+    """The ALR tree at M = 2, N = 3: the example's defaults (beam (lr, lr / 2), factors 3)."""
     fields = {f.name for f in dataclasses.fields(config_cls)}
     kw: dict[str, Any] = {"schedule": "alr"}
     if "alr_factors" in fields:
         kw["alr_factors"] = FACTORS[3]
-    if "alr_beam_size" in fields:
-        kw["alr_beam_size"] = 2
     return kw
 
 
@@ -285,7 +287,9 @@ def variants(groups: Iterable[str], preset) -> list[Variant]:
             ):
                 out += [_v(group, f"{name}@{lr:g}", learning_rate=lr, **kw) for lr in LR_GRID]
             out += [
-                _v(group, "auto7+max_lr@1", learning_rate=1.0, **_auto(7, auto_max_lr=MAX_LR_BOUND)),
+                _v(
+                    group, "auto7+max_lr@1", learning_rate=1.0, **_auto(7, auto_max_lr=MAX_LR_BOUND)
+                ),
                 _v(
                     group,
                     "auto_wide@1",
@@ -364,11 +368,18 @@ def _slug(schedule: str, diff: dict[str, Any]) -> str:
     return re.sub(r"[^A-Za-z0-9.=:+-]+", "_", "_".join(parts))[:80]
 
 
-def run_key(protocol: str, seed: int, schedule: str, diff: dict[str, Any]) -> str:
-    """``<protocol>.<readable slug>.s<seed>.<digest>``: a function of what the run computes."""
+def run_key(
+    protocol: str, seed: int, schedule: str, diff: dict[str, Any], common: Iterable[str] = ()
+) -> str:
+    """``<protocol>.<slug>.s<seed>.<digest>``: a function of what the run computes.
+
+    The digest covers the protocol and every field in ``diff``; the readable slug
+    leaves out the ``common`` fields (``--set``, the same in every run).
+    """
     canon = json.dumps({"protocol": protocol, "diff": diff}, sort_keys=True)
     digest = hashlib.sha256(canon.encode()).hexdigest()[:8]
-    return f"{protocol}.{_slug(schedule, diff)}.s{seed}.{digest}"
+    slug = _slug(schedule, {k: v for k, v in diff.items() if k not in set(common)})
+    return f"{protocol}.{slug}.s{seed}.{digest}"
 
 
 def build_config(preset, overrides: Iterable[tuple[str, Any]], sets: dict[str, Any]):
@@ -388,7 +399,7 @@ def plan(protocol: str, preset, groups, seeds, sets, schedules=None) -> list[Run
         for seed in seeds:
             config = build_config(preset, variant.overrides, sets)
             diff = config_diff(preset, config)
-            key = run_key(protocol, seed, config.schedule, diff)
+            key = run_key(protocol, seed, config.schedule, diff, sets)
             if key not in runs:
                 supported = schedules is None or config.schedule in schedules
                 runs[key] = Run(key, seed, diff, [], supported)
@@ -462,7 +473,9 @@ def summarize(
     losses = series("train_loss") + series("test_loss")
     final_train = history[-1].get("train_loss")
     status = "ok"
-    if any(not _finite(x) for x in losses) or not (_finite(final_train) and final_train <= _LN10):
+    final_acc = test_acc[-1] if _finite(test_acc[-1]) else 0.0
+    at_chance = not _finite(final_train) or (final_train >= _LN10 and final_acc <= _CHANCE)
+    if any(not _finite(x) for x in losses) or at_chance:
         status = "diverged"
     train_times = series("train_time_s")
     probe_times = series("probe_time_s")
@@ -470,6 +483,11 @@ def summarize(
     if all(_finite(t) for t in probe_times) and sum(train_times) > 0:
         overhead, overhead_source = sum(probe_times) / sum(train_times), "metrics"
     first = run.variants[0]
+    lr, lr_meaning = config.learning_rate, "initial learning rate"
+    if config.schedule in ("prodigy", "dog"):
+        # They estimate the step size; their learning_rate only multiplies the estimate.
+        lr = getattr(config, "lr_free_learning_rate", None) or 1.0
+        lr_meaning = "multiplier of the estimated step size"
     return {
         "schema": SCHEMA,
         "key": run.key,
@@ -479,7 +497,8 @@ def summarize(
         "variants": [v.label for v in run.variants],
         "seed": run.seed,
         "schedule": config.schedule,
-        "lr": config.learning_rate,
+        "lr": lr,
+        "lr_meaning": lr_meaning,
         "overrides": run.diff,
         "status": status,
         "epochs": len(history),
@@ -638,13 +657,13 @@ def build_report(
         for v in run.variants:
             by_variant.setdefault(v.label, []).append(run)
     reference = {
-        r.seed: r.key
-        for r in runs
-        if any(v.label in ("main:constant",) for v in r.variants)
+        r.seed: r.key for r in runs if any(v.label in ("main:constant",) for v in r.variants)
     }
     if not reference:  # main not planned: the constant run at the preset's lr, if any
         reference = {
-            s: run_key(protocol, s, "constant", config_diff(preset, build_config(preset, (), sets)))
+            s: run_key(
+                protocol, s, "constant", config_diff(preset, build_config(preset, (), sets)), sets
+            )
             for s in seeds
         }
     n_done = sum(finished(results.get(r.key)) for r in runs)
@@ -692,8 +711,10 @@ def build_report(
                 ovh_text = ("≈" if how == {"estimated"} else "") + _fmt_pm(ovh_vals, 100.0, 1) + "%"
             wall = _mean([r.get("wall_time_s") for r in done])
             ep = _mean([_epoch_time(r) for r in done])
-            lr = _lr_text([r.get("lr") for r in done]) if done else _lr_text(
-                [dict(v.overrides).get("learning_rate", preset.learning_rate)]
+            lr = (
+                _lr_text([r.get("lr") for r in done])
+                if done
+                else _lr_text([dict(v.overrides).get("learning_rate", preset.learning_rate)])
             )
             lines.append(
                 f"| `{v.name}` | {lr} | {len(done)}/{len(vruns)} "
@@ -754,9 +775,9 @@ def _drift_section(runs: list[Run], results: dict[str, dict], preset) -> list[st
         rec = results.get(run.key)
         if not finished(rec) or rec["schedule"] != "auto":
             continue
-        for v in run.variants:
-            if v.group in ("probe", "main", "score"):
-                auto_variants.setdefault(v.label, []).append(rec)
+        labels = [v.label for v in run.variants if v.group in ("probe", "main", "score")]
+        if labels:  # a run shared by several variants is one row, named by all of them
+            auto_variants.setdefault(" = ".join(labels), []).append(rec)
     out = ["## Learning-rate drift of the automated scheduler", ""]
     if not const or not auto_variants:
         return out + ["Needs finished constant and automated runs.", ""]
@@ -768,8 +789,7 @@ def _drift_section(runs: list[Run], results: dict[str, dict], preset) -> list[st
         "the last half of the epochs, both as multiples of that best constant, and the share of "
         "epochs spent above it.",
         "",
-        "| variant | n | max lr / best constant | late median lr / best constant "
-        "| epochs above |",
+        "| variant | n | max lr / best constant | late median lr / best constant | epochs above |",
         "| --- | --- | --- | --- | --- |",
     ]
     for label, recs in auto_variants.items():
@@ -782,7 +802,8 @@ def _drift_section(runs: list[Run], results: dict[str, dict], preset) -> list[st
             late.append(statistics.median(lrs[len(lrs) // 2 :]) / best_lr)
             above.append(sum(x > best_lr for x in lrs) / len(lrs))
         out.append(
-            f"| `{label}` | {len(recs)} | {_fmt_pm(mx, 1.0, 2)} | {_fmt_pm(late, 1.0, 2)} "
+            f"| {', '.join(f'`{x}`' for x in label.split(' = '))} | {len(recs)} "
+            f"| {_fmt_pm(mx, 1.0, 2)} | {_fmt_pm(late, 1.0, 2)} "
             f"| {_fmt_pm(above, 100.0, 0)}% |"
         )
     return out + [""]
@@ -791,7 +812,9 @@ def _drift_section(runs: list[Run], results: dict[str, dict], preset) -> list[st
 def _setup_section(out: Path, protocol, preset_name, preset, sets, data) -> list[str]:
     c = build_config(preset, (), sets)
     env_path = out / "environment.json"
-    env = json.loads(env_path.read_text()) if env_path.exists() else {"machines": [], "commands": []}
+    env = (
+        json.loads(env_path.read_text()) if env_path.exists() else {"machines": [], "commands": []}
+    )
     train_n = f"class-balanced subset of {c.train_subset}" if c.train_subset else "all 50,000"
     test_n = f"class-balanced subset of {c.test_subset}" if c.test_subset else "all 10,000"
     lines = [
@@ -813,12 +836,12 @@ def _setup_section(out: Path, protocol, preset_name, preset, sets, data) -> list
         "are passed to `auto_lr` by this benchmark, see `_score_shim`); probe `train` / "
         "`random` = candidates scored on the training batch itself / on a separate random "
         "batch of the same size.",
-        "- *diverged*: a non-finite loss, or a final training loss above ln 10 (worse than "
-        "guessing uniformly). *time/run*: the run's wall time (data loading, compilation, "
-        "training, evaluation; summed over resumes). *train s/epoch*: median training time of "
-        "an epoch after the first. *probe overhead*: time in probes / training time; "
-        "≈ marks an estimate, 1 − (constant run's train s/epoch) / (this run's), same seed, "
-        "which is as noisy as the machine is busy.",
+        "- *diverged*: a non-finite loss, or a run that ended at chance (final training loss "
+        "≥ ln 10, uniform guessing's, and final test accuracy ≤ 15%). *time/run*: the run's "
+        "wall time (data loading, compilation, training, evaluation; summed over resumes). "
+        "*train s/epoch*: median training time of an epoch after the first. *probe "
+        "overhead*: time in probes / training time; ≈ marks an estimate, 1 − (constant run's "
+        "train s/epoch) / (this run's), same seed, as noisy as the machine is busy.",
         "",
         "Machine(s) and versions:",
         "",
@@ -839,12 +862,11 @@ def _setup_section(out: Path, protocol, preset_name, preset, sets, data) -> list
     return lines
 
 
-def write_plots(
-    out: Path, groups, preset, runs: list[Run], results: dict[str, dict]
-) -> list[Path]:
+def write_plots(out: Path, groups, preset, runs: list[Run], results: dict[str, dict]) -> list[Path]:
     """``plots/test_accuracy.png`` and ``plots/lr.png``: one panel per group, mean over seeds."""
     import matplotlib
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     by_variant: dict[str, list[dict]] = {}
     for run in runs:
@@ -892,6 +914,7 @@ def write_plots(
                 )
             if field == "lr_per_epoch" and positive and ax.lines:
                 ax.set_yscale("log")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_title(group)
             ax.set_xlabel("epoch")
             ax.set_ylabel(ylabel)
@@ -918,7 +941,9 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--protocol", default="cpu", help=f"the example's preset: {', '.join(PROTOCOLS)}")
+    p.add_argument(
+        "--protocol", default="cpu", help=f"the example's preset: {', '.join(PROTOCOLS)}"
+    )
     p.add_argument("--groups", default=None, help=f"comma-separated (default: {','.join(GROUPS)})")
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default: 0,1)")
     p.add_argument(
@@ -926,7 +951,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"CIFAR-10 image folder or .tar.gz (default: {DEFAULT_DATA} if present, else tfds)",
     )
-    p.add_argument("--out", default=None, help="output folder (default: results/compare_<protocol>)")
+    p.add_argument(
+        "--out", default=None, help="output folder (default: results/compare_<protocol>)"
+    )
     p.add_argument(
         "--set",
         dest="sets",
@@ -1039,13 +1066,18 @@ def main(argv: list[str] | None = None, train_fn: Callable | None = None) -> int
     skipped = [r for r in pending if not r.supported]
     for r in skipped:
         print(f"skipping {r.key}: the example has no schedule {r.diff.get('schedule')!r} yet")
-    pending = [r for r in pending if r.supported]
+    # Seed by seed: an interrupted protocol has every variant once before any twice.
+    pending = sorted(
+        (r for r in pending if r.supported), key=lambda r: settings["seeds"].index(r.seed)
+    )
     if args.max_runs is not None:
         pending = pending[: args.max_runs]
+    n_done = sum(finished(results.get(r.key)) for r in selected)
     print(
-        f"{len(selected) - len(pending) - len(skipped)} of {len(selected)} selected runs "
-        f"already done; running {len(pending)}; results: {out / RESULTS}"
+        f"{n_done} of {len(selected)} selected runs already done; running {len(pending)}; "
+        f"results: {out / RESULTS}"
     )
+    last_report = time.time()
     for i, run in enumerate(pending):
         first = run.variants[0]
         config = build_config(preset, first.overrides, sets)
@@ -1089,7 +1121,9 @@ def main(argv: list[str] | None = None, train_fn: Callable | None = None) -> int
             f"  {rec['status']}: final test accuracy {100 * (rec['final_test_accuracy'] or 0):.2f}%"
             f" in {elapsed:.0f} s"
         )
-        report(out, args.protocol, preset_name, preset, runs, settings, sets, data)
+        if time.time() - last_report > REPORT_EVERY_S:  # runs take minutes; reports, seconds
+            report(out, args.protocol, preset_name, preset, runs, settings, sets, data)
+            last_report = time.time()
     path = report(out, args.protocol, preset_name, preset, runs, settings, sets, data)
     print(f"report: {path}")
     return 0

@@ -352,7 +352,16 @@ def alr_learning_rates(config: Config) -> tuple[float, ...]:
     return (config.learning_rate, config.learning_rate / 2)
 
 
-def build_alr_tree(config: Config, model_gd: nnx.GraphDef) -> al.ALRTree:
+def _check_alr_settings(config: Config) -> None:
+    """The ALR settings as alr_tree checks them, before any data or model is loaded."""
+    tree = build_alr_tree(config, None, loss_fn=lambda p, s, b: (jnp.sum(p), s))
+    try:
+        jax.eval_shape(lambda: tree.init(jnp.zeros(()), alr_learning_rates(config), 0))
+    except ValueError as e:
+        raise ConfigError(f"invalid schedule/optimizer setting for 'alr': {e}") from e
+
+
+def build_alr_tree(config: Config, model_gd: nnx.GraphDef, loss_fn=None) -> al.ALRTree:
     """``autolr_jax.alr_tree`` over the ResNet, each child with the example's SGD.
 
     A child's optimizer is ``torch.optim.SGD`` as in :func:`build_optimizer`
@@ -370,16 +379,19 @@ def build_alr_tree(config: Config, model_gd: nnx.GraphDef) -> al.ALRTree:
         tx = optax.sgd(learning_rate, momentum=momentum, nesterov=config.nesterov)
         return optax.chain(optax.add_decayed_weights(wd), tx) if wd else tx
 
-    return al.alr_tree(
-        make_alr_loss(model_gd, config),
-        sgd,
-        factors=tuple(config.alr_factors),
-        beam_size=config.alr_beam_size,
-        rank_by=config.alr_rank_by,
-        strategy=config.alr_strategy,
-        chunk_size=config.alr_chunk_size,
-        has_aux=True,
-    )
+    try:
+        return al.alr_tree(
+            loss_fn or make_alr_loss(model_gd, config),
+            sgd,
+            factors=tuple(config.alr_factors),
+            beam_size=config.alr_beam_size,
+            rank_by=config.alr_rank_by,
+            strategy=config.alr_strategy,
+            chunk_size=config.alr_chunk_size,
+            has_aux=True,
+        )
+    except ValueError as e:  # autolr_jax names the argument, the value and the range
+        raise ConfigError(f"invalid schedule/optimizer setting for 'alr': {e}") from e
 
 
 # --------------------------------------------------------------------------------------
@@ -720,6 +732,8 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> list[dict]:
       The per-epoch records (as written to ``metrics.jsonl``).
     """
     _check_config(config)
+    if config.schedule == "alr":
+        _check_alr_settings(config)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
@@ -1060,7 +1074,10 @@ def _alr_epoch_runner(config, data, model_gd, tree, steps_per_epoch, tqdm):
         aux = {**aux, "correct": jnp.zeros_like(aux["correct"])}
         return tree.epoch(alr_state._replace(model_state=aux), batches)
 
-    alr_epoch = jax.jit(alr_epoch, donate_argnums=0)
+    # Donating the beam saves a copy of it, but only fits when the beam keeps its size
+    # (beam_size K = M); the first epoch of a K != M beam takes the plain version.
+    alr_epoch_donating = jax.jit(alr_epoch, donate_argnums=0)
+    alr_epoch_plain = jax.jit(alr_epoch)
 
     @jax.jit
     def best_model(beam):
@@ -1077,7 +1094,9 @@ def _alr_epoch_runner(config, data, model_gd, tree, steps_per_epoch, tqdm):
         desc = f" (alr: {children} children in one call)"
         bar = _progress_bar(tqdm, config, epoch, children * steps_per_epoch, "child-step", desc)
         batches = _alr_batches(data, config, epoch, steps_per_epoch)
-        beam, info = alr_epoch(beam, batches)
+        m = int(beam.learning_rates.shape[0])
+        same_size = config.alr_beam_size in (None, m)
+        beam, info = (alr_epoch_donating if same_size else alr_epoch_plain)(beam, batches)
         info, lrs, correct = jax.device_get(
             (info, beam.learning_rates, beam.model_state["correct"][0])
         )
