@@ -684,6 +684,57 @@ def test_sgd_matches_torch(ex, torch):
         np.testing.assert_allclose(np.asarray(alr_p), tp.detach().numpy(), rtol=1e-5, atol=1e-6)
 
 
+def test_loop_safe_conv_matches_autodiff(ex):
+    """models.loop_safe_conv gives lax's convolution's outputs and gradients.
+
+    (It exists for speed: XLA's CPU backend leaves autodiff's gradient convolutions
+    inside lax.scan non-canonical and 20-50x slower; that is measured, not tested.)
+    """
+    from functools import partial
+
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(4, 12, 12, 3)), jnp.float32)
+    labels = jnp.asarray(rng.integers(0, 10, 4))
+    outs = []
+    for loop_safe in (False, True):
+        # Two stages: 3x3 stride-1 and stride-2 convolutions and a 1x1 stride-2 projection.
+        model = ex.models.ResNet((1, 1), 10, 0.125, rngs=nnx.Rngs(0), loop_safe_conv=loop_safe)
+
+        def loss(model):
+            logits = model(x, train=True)
+            return ex.train.cross_entropy(logits, labels).mean(), logits
+
+        (_, logits), grads = nnx.jit(nnx.value_and_grad(loss, has_aux=True))(model)
+        outs.append((logits, nnx.to_pure_dict(grads)))
+    np.testing.assert_allclose(outs[0][0], outs[1][0], rtol=1e-5, atol=1e-6)
+    flat_a, flat_b = jax.tree.leaves(outs[0][1]), jax.tree.leaves(outs[1][1])
+    assert len(flat_a) == len(flat_b) > 10
+    for a, b in zip(flat_a, flat_b, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+    # Odd sizes, negative padding (a 1x1 stride-2 conv of an odd image), padding 2.
+    dn = ("NHWC", "HWIO", "NHWC")
+    cases = (((2, 8, 6, 3), 1, 2, 0), ((2, 9, 7, 3), 3, 2, 1), ((2, 8, 8, 3), 5, 1, 2))
+    for shape, k, s, pad in cases:
+        xi = jnp.asarray(rng.normal(size=shape), jnp.float32)
+        w = jnp.asarray(rng.normal(size=(k, k, 3, 5)), jnp.float32)
+        pads = ((pad, pad), (pad, pad))
+
+        def f(conv, xi, w, s=s, pads=pads):
+            return jnp.sum(jnp.sin(conv(xi, w, (s, s), pads, dimension_numbers=dn)))
+
+        want = jax.jit(jax.grad(partial(f, jax.lax.conv_general_dilated), (0, 1)))(xi, w)
+        got = jax.jit(jax.grad(partial(f, ex.models.loop_safe_conv), (0, 1)))(xi, w)
+        # The custom gradient is the one in use, not the fallback to lax.
+        assert "custom_vjp" in str(jax.make_jaxpr(partial(f, ex.models.loop_safe_conv))(xi, w))
+        for a, b in zip(want, got, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
 def test_augment_crops_and_flips(ex):
     import jax
     import jax.numpy as jnp

@@ -668,7 +668,17 @@ def _summary_line(rec: dict, epochs: int) -> str:
     return line
 
 
-def write_plots(history: list[dict], plot_dir: Path) -> list[Path]:
+_LR_LABELS = {
+    "alr": "the beam's best child",
+    "prodigy": "d * lr after the epoch's last update (prodigy)",
+    "dog": "DoG step size, last update of the epoch",
+    "mechanize": "sum(s) * lr, last update of the epoch (Mechanic)",
+}
+
+
+def write_plots(
+    history: list[dict], plot_dir: Path, lr_label: str = "last update of the epoch"
+) -> list[Path]:
     """PNG plots of the learning rate, the training loss and the test accuracy per epoch."""
     # Figure objects without pyplot: no GUI backend, no global state (Agg renders the PNG).
     from matplotlib.figure import Figure
@@ -681,7 +691,7 @@ def write_plots(history: list[dict], plot_dir: Path) -> list[Path]:
         return [r[key] * scale for r in history]
 
     figures = {
-        "lr.png": ("learning rate", [("last update of the epoch", series("lr"))]),
+        "lr.png": ("learning rate", [(lr_label, series("lr"))]),
         "train_loss.png": (
             "loss",
             [("train", series("train_loss")), ("test", series("test_loss"))],
@@ -753,12 +763,20 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> list[dict]:
             "Adam's betas, DoG is momentum-free, schedule-free replaces momentum by its b1)"
         )
 
+    # alr scans over the epoch's batches; on CPU, XLA runs autodiff's convolution gradients
+    # inside a loop 20-50x slower unless they are written out (see models.loop_safe_conv).
+    loop_safe = is_alr and jax.default_backend() == "cpu"
+
     def make_model():
         # The 'rbg' generator: with the default threefry, XLA takes ~10 s (on 2 CPU cores)
         # to compile the initialisation of ResNet-18's ~60 arrays; with rbg, ~1 s.
         key = jax.random.key(config.seed, impl="rbg")
         return models.ResNet(
-            tuple(config.stage_sizes), len(data.class_names), config.width, rngs=nnx.Rngs(key)
+            tuple(config.stage_sizes),
+            len(data.class_names),
+            config.width,
+            rngs=nnx.Rngs(key),
+            loop_safe_conv=loop_safe,
         )
 
     model_gd = nnx.split(nnx.eval_shape(make_model))[0]
@@ -925,7 +943,8 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> list[dict]:
     ckpts.close()
 
     if config.plots and history:
-        paths = write_plots(history, workdir / "plots")
+        label = _LR_LABELS.get(config.schedule, "last update of the epoch")
+        paths = write_plots(history, workdir / "plots", label)
         print(f"plots: {', '.join(str(p) for p in paths)}")
     if history and not stopped_early:
         last = history[-1]
@@ -1135,8 +1154,8 @@ def _alr_epoch_runner(config, data, model_gd, tree, steps_per_epoch, tqdm):
         }
         tqdm.write(
             "  alr: children lr "
-            f"{np.round(info.learning_rates, 6).tolist()} losses "
-            f"{np.round(info.losses, 4).tolist()} -> best lr {lrs[0]:.4g} "
+            f"{np.round(info.learning_rates.astype(float), 6).tolist()} losses "
+            f"{np.round(info.losses.astype(float), 4).tolist()} -> best lr {lrs[0]:.4g} "
             f"(parent {int(info.parents[0])}, factor index {int(info.branches[0])})"
         )
         return {"alr": beam}, rec, best_model(beam)
