@@ -277,7 +277,11 @@ def alr_tree(
         (``jax.vmap`` over children), ``"map"`` (``lax.map``, children one after
         another, or ``chunk_size`` at a time) or ``"auto"`` (``"map"`` on CPU,
         where vmapping convolutions over weights is slow, ``"vmap"`` on GPU and
-        TPU; see :func:`autolr_jax.auto.default_probe_strategy`).
+        TPU; see :func:`autolr_jax.auto.default_probe_strategy`). On XLA:CPU
+        (jax 0.10), the convolution *gradients* of a model trained inside the
+        epoch's ``lax.scan`` ran 20-50x slower than the same step outside a loop;
+        ``examples/cifar10/models.py`` (``loop_safe_conv``) shows a custom-VJP
+        convolution that restores normal speed.
       chunk_size: with ``"map"`` (or ``"auto"``, which it turns into ``"map"``),
         the number of children vmapped at a time, >= 1; ``None`` means 1.
         Not allowed with ``strategy="vmap"``.
