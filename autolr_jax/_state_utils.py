@@ -8,10 +8,9 @@ it, so a state's own type tells us what it is.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Mapping
 from typing import Any
-
-import numbers
 
 import jax
 import jax.numpy as jnp

@@ -130,9 +130,7 @@ def check_milestones(name: str, milestones: Any, *, lo: int = 0) -> tuple[int, .
         try:
             milestones = list(milestones)
         except TypeError:
-            raise ValueError(
-                f"{name} must be a sequence of integers, got {milestones!r}"
-            ) from None
+            raise ValueError(f"{name} must be a sequence of integers, got {milestones!r}") from None
     values = tuple(check_int(f"{name}[{i}]", m, lo=lo) for i, m in enumerate(milestones))
     if not values:
         raise ValueError(f"{name} must not be empty, got {milestones!r}")

@@ -28,9 +28,7 @@ def gallery(steps: int, lr: float = 0.1) -> dict:
         "warm_restarts(t_0=steps/8, t_mult=2)": al.cosine_annealing_warm_restarts(
             lr, max(1, steps // 8), 2
         ),
-        "cyclic_lr(triangular2)": al.cyclic_lr(
-            lr / 10, lr, max(1, steps // 8), mode="triangular2"
-        ),
+        "cyclic_lr(triangular2)": al.cyclic_lr(lr / 10, lr, max(1, steps // 8), mode="triangular2"),
         "one_cycle_lr(steps)": al.one_cycle_lr(lr, steps),
         "warmup_cosine(steps/10, steps)": al.warmup_cosine(lr, max(1, steps // 10), steps),
     }
@@ -47,7 +45,8 @@ def main(argv=None):
 
     counts = jnp.arange(args.steps + 1, dtype=jnp.int32)
     curves = {
-        name: np.asarray(jax.jit(jax.vmap(s))(counts)) for name, s in gallery(args.steps, args.lr).items()
+        name: np.asarray(jax.jit(jax.vmap(s))(counts))
+        for name, s in gallery(args.steps, args.lr).items()
     }
     marks = sorted({0, args.steps // 4, args.steps // 2, 3 * args.steps // 4, args.steps})
     width = max(len(n) for n in curves)
@@ -62,7 +61,7 @@ def main(argv=None):
         import matplotlib.pyplot as plt
 
         fig, axes = plt.subplots(3, 3, figsize=(12, 9), sharex=True)
-        for ax, (name, values) in zip(axes.flat, curves.items()):
+        for ax, (name, values) in zip(axes.flat, curves.items(), strict=True):
             ax.plot(np.asarray(counts), values)
             ax.set_title(name, fontsize=9)
             ax.set_ylabel("learning rate")

@@ -81,14 +81,21 @@ CASES = [
         ),
     ),
     Case("per_epoch", lambda: al.scale_by_lr_schedule(al.per_epoch(al.step_lr(0.1, 1, 0.5), 2))),
-    Case("reduce_on_plateau_value", lambda: al.reduce_on_plateau(0.1, patience=0),
-         extra=lambda step, loss: {"value": jnp.float32(1.0)}),
-    Case("reduce_on_plateau_report", lambda: al.reduce_on_plateau(0.1, patience=1),
-         after=_plateau_after),
+    Case(
+        "reduce_on_plateau_value",
+        lambda: al.reduce_on_plateau(0.1, patience=0),
+        extra=lambda step, loss: {"value": jnp.float32(1.0)},
+    ),
+    Case(
+        "reduce_on_plateau_report",
+        lambda: al.reduce_on_plateau(0.1, patience=1),
+        after=_plateau_after,
+    ),
     Case(
         "auto_lr_sgd",
-        lambda: al.auto_lr(optax.sgd, learning_rate=0.05, loss_fn=loss_fn, factors=(2.0, 1.0, 0.5),
-                           every=2),
+        lambda: al.auto_lr(
+            optax.sgd, learning_rate=0.05, loss_fn=loss_fn, factors=(2.0, 1.0, 0.5), every=2
+        ),
         extra=lambda step, loss: {"batch": BATCH},
     ),
     Case(

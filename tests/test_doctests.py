@@ -10,9 +10,7 @@ import pytest
 
 import autolr_jax
 
-MODULES = sorted(
-    m.name for m in pkgutil.walk_packages(autolr_jax.__path__, prefix="autolr_jax.")
-)
+MODULES = sorted(m.name for m in pkgutil.walk_packages(autolr_jax.__path__, prefix="autolr_jax."))
 
 
 @pytest.mark.parametrize("name", MODULES)

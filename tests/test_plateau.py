@@ -22,9 +22,7 @@ import numpy as np
 import optax
 import pytest
 
-import autolr_jax
 from autolr_jax import current_lr
-from autolr_jax.transforms import _plateau
 from autolr_jax.transforms._plateau import (
     ReduceOnPlateauState,
     reduce_on_plateau,
