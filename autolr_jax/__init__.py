@@ -22,6 +22,7 @@ from autolr_jax.auto import (
     auto_lr,
     default_probe_strategy,
     minmax_exp_score,
+    rank_exp_score,
     resolve_probe_strategy,
     softmax_score,
 )
@@ -85,6 +86,7 @@ __all__ = [
     "auto_lr",
     "default_probe_strategy",
     "minmax_exp_score",
+    "rank_exp_score",
     "resolve_probe_strategy",
     "softmax_score",
     # ALR tree baseline

@@ -82,8 +82,8 @@ LR_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 MAX_LR_BOUND = 0.1
 # The learning-rate-free optimizers of optax.contrib, as the example names them.
 LR_FREE = ("prodigy", "dog", "mechanize", "schedule_free")
-# Score functions the example's `auto_score` may not know by name; see _score_shim.
-EXTRA_SCORES = ("softmax_t0.25", "rank_exp")
+# The look-ahead of the probe group's longer-horizon variant (auto_lr(lookahead=...)).
+LOOKAHEAD = 10
 
 # Fields that do not change what a run computes; they never enter its key.
 _NOT_IN_KEY = {
@@ -122,60 +122,7 @@ def load_train_fn(example_dir: Path = EXAMPLE) -> Callable[[Any, Path], list[dic
     load_configs(example_dir)
     import train
 
-    _score_shim(train)
     return train.train_and_evaluate
-
-
-def rank_exp_score(losses, finite):
-    """A rank-based score: the k-th best finite loss scores 2**-k, whatever the gaps.
-
-    Insensitive to the scale of the losses and to one outlier, unlike min-max
-    normalisation (one bad candidate squeezes all the others towards 0).
-    """
-    import jax.numpy as jnp
-
-    keyed = jnp.where(finite, losses, jnp.inf)
-    rank = jnp.argsort(jnp.argsort(keyed))
-    return jnp.where(finite, 0.5 ** rank.astype(losses.dtype), 0.0)
-
-
-def extra_score(name: str):
-    """The score function behind a name of EXTRA_SCORES."""
-    from autolr_jax.auto import softmax_score
-
-    if name == "softmax_t0.25":
-        return softmax_score(0.25)
-    if name == "rank_exp":
-        return rank_exp_score
-    raise KeyError(name)
-
-
-def _score_shim(train_module) -> None:
-    """Lets ``config.auto_score`` name EXTRA_SCORES in this process.
-
-    The example passes ``config.auto_score`` (a string, so that it can be a flag and
-    go into ``config.json``) to ``auto_lr(score=...)``, which knows ``minmax_exp`` and
-    ``softmax`` (T = 1). The score comparison also needs callables; rather than edit
-    the example, the benchmark gives the ``train`` module an ``autolr_jax`` whose
-    ``auto_lr`` maps the extra names to their functions. Nothing else changes.
-    """
-    al = getattr(train_module, "al", None)
-    if al is None or getattr(al, "_compare_schedules_shim", False):
-        return
-
-    class _AutoLRWithExtraScores:
-        _compare_schedules_shim = True
-
-        def __getattr__(self, name):
-            return getattr(al, name)
-
-        @staticmethod
-        def auto_lr(*args, score="minmax_exp", **kwargs):
-            if isinstance(score, str) and score in EXTRA_SCORES:
-                score = extra_score(score)
-            return al.auto_lr(*args, score=score, **kwargs)
-
-    train_module.al = _AutoLRWithExtraScores()
 
 
 def preset_config(configs, protocol: str):
@@ -303,7 +250,7 @@ def variants(groups: Iterable[str], preset) -> list[Variant]:
             out += [
                 _v(group, "minmax_exp", **_auto(7)),
                 _v(group, "softmax", **_auto(7, auto_score="softmax")),
-                _v(group, "softmax_t0.25", **_auto(7, auto_score="softmax_t0.25")),
+                _v(group, "softmax_t0.25", **_auto(7, auto_score="softmax:0.25")),
                 _v(group, "rank_exp", **_auto(7, auto_score="rank_exp")),
             ]
         elif group == "probe":
@@ -311,6 +258,11 @@ def variants(groups: Iterable[str], preset) -> list[Variant]:
             out += [
                 _v(group, "train", **_auto(7, probe_source="train", **same)),
                 _v(group, "random", **_auto(7, probe_source="random", **same)),
+                _v(
+                    group,
+                    f"random+lookahead{LOOKAHEAD}",
+                    **_auto(7, probe_source="random", auto_lookahead=LOOKAHEAD, **same),
+                ),
             ]
         else:
             raise SystemExit(f"error: unknown group {group!r}; choose from {', '.join(GROUPS)}")
@@ -347,6 +299,7 @@ _SHORT = {
     "probe_batch_size": "pb",
     "alr_factors": "f",
     "alr_beam_size": "M",
+    "auto_lookahead": "la",
 }
 
 
@@ -832,10 +785,12 @@ def _setup_section(out: Path, protocol, preset_name, preset, sets, data) -> list
         "- Variants: `auto<k>` = the automated scheduler (`--schedule auto`, one probe per epoch) "
         "with the seed's factor set of k factors; `auto_wide` = factors 8 ... 1/64 (10); "
         f"`+max_lr` = `auto_max_lr {MAX_LR_BOUND:g}`; `softmax_t0.25` = softmax score at "
-        "temperature 0.25; `rank_exp` = the k-th best candidate scores 2^-k (the extra scores "
-        "are passed to `auto_lr` by this benchmark, see `_score_shim`); probe `train` / "
-        "`random` = candidates scored on the training batch itself / on a separate random "
-        "batch of the same size.",
+        "temperature 0.25 (`--auto-score softmax:0.25`); `rank_exp` = the k-th best candidate "
+        "scores 2^-k (`--auto-score rank_exp`); probe `train` / `random` = candidates scored "
+        "on the training batch itself / on a separate random batch of the same size; "
+        f"`random+lookahead{LOOKAHEAD}` = each candidate takes {LOOKAHEAD - 1} more SGD "
+        f"updates at its learning rate on fresh random batches and is scored after "
+        f"{LOOKAHEAD} (`--auto-lookahead {LOOKAHEAD}`).",
         "- *diverged*: a non-finite loss, or a run that ended at chance (final training loss "
         "≥ ln 10, uniform guessing's, and final test accuracy ≤ 15%). *time/run*: the run's "
         "wall time (data loading, compilation, training, evaluation; summed over resumes). "

@@ -298,6 +298,44 @@ def test_auto_schedule(ex, tiny_folder, tmp_path):
         cur *= p["multiplier"]
         np.testing.assert_allclose(p["lr"], cur, rtol=1e-5)
     np.testing.assert_allclose(history[-1]["lr"], cur, rtol=1e-5)
+    # The probe's cost is measured (probe step minus the next plain step, per epoch).
+    assert all(math.isfinite(r["probe_time_s"]) for r in history)
+
+
+@pytest.mark.parametrize("source", ["random", "train"])
+def test_auto_lookahead_and_score_spec(ex, tiny_folder, tmp_path, source):
+    factors = (2.0, 1.0, 0.5)
+    config = tiny_config(
+        ex, tiny_folder, schedule="auto", auto_every=2, auto_factors=factors, epochs=1,
+        auto_lookahead=3, auto_score="softmax:0.5", probe_source=source, probe_batch_size=4,
+    )  # fmt: skip
+    history = ex.train.train_and_evaluate(config, tmp_path)
+    probes = history[0]["probes"]
+    assert [p["step"] for p in probes] == [0, 2, 4]
+    for p in probes:
+        assert all(map(math.isfinite, p["losses"]))
+        # softmax scores sum to 1 (minmax_exp's best candidate would score 1 alone).
+        np.testing.assert_allclose(sum(p["scores"]), 1.0, rtol=1e-5)
+    # The look-ahead changes the losses the probe sees.
+    one = dataclasses.replace(config, auto_lookahead=1)
+    first = ex.train.train_and_evaluate(one, tmp_path / "one")[0]["probes"][0]["losses"]
+    assert not np.allclose(first, probes[0]["losses"])
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(auto_score="softmax:0"), "temperature"),
+        (dict(auto_score="softmax:hot"), "auto_score"),
+        (dict(auto_score="rank"), "auto_score"),
+        (dict(auto_lookahead=0), "auto_lookahead"),
+        (dict(auto_lookahead=2, probe_batch_size=30), "auto_lookahead"),
+    ],
+)
+def test_auto_bad_settings(ex, tiny_folder, tmp_path, overrides, message):
+    config = tiny_config(ex, tiny_folder, schedule="auto", **overrides)
+    with pytest.raises(ex.train.ConfigError, match=message):
+        ex.train.train_and_evaluate(config, tmp_path)
 
 
 # --------------------------------------------------------------------------------------
@@ -331,7 +369,14 @@ def test_resume_equals_uninterrupted_run(ex, tiny_folder, tmp_path):
         dataclasses.replace(config, resume=True), tmp_path / "resumed"
     )
 
-    timing = ("epoch_time_s", "train_time_s", "eval_time_s", "steps_per_s", "wall_time_s")
+    timing = (
+        "epoch_time_s",
+        "train_time_s",
+        "eval_time_s",
+        "steps_per_s",
+        "wall_time_s",
+        "probe_time_s",
+    )
 
     def strip(history):
         return [{k: v for k, v in r.items() if k not in timing} for r in history]

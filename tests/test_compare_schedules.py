@@ -146,7 +146,7 @@ def test_plan_keys_and_sharing(cs):
     keys = [r.key for r in runs]
     assert len(keys) == len(set(keys))
     labels = [(v.label, r.seed) for r in runs for v in r.variants]
-    assert len(labels) == len(set(labels)) == 2 * (13 + 18 + 4 + 2)  # each variant once per seed
+    assert len(labels) == len(set(labels)) == 2 * (13 + 18 + 4 + 3)  # each variant once per seed
     # Every variant of every group has one run per seed.
     per_variant = {}
     for r in runs:
@@ -185,7 +185,7 @@ def test_resume_schema_table_report_only(cs, tmp_path, data_file, capsys):
     assert cs.main(_argv(out, data_file, "--dry-run"), train_fn=fake) == 0
     listing = capsys.readouterr().out
     assert fake.calls == []
-    assert listing.count("pending") == 70 and "main:auto7,score:minmax_exp,probe:random" in listing
+    assert listing.count("pending") == 72 and "main:auto7,score:minmax_exp,probe:random" in listing
 
     # Interrupted in the 3rd run after its 2nd epoch (Ctrl-C stops the benchmark).
     configs = cs.load_configs()
@@ -216,7 +216,7 @@ def test_resume_schema_table_report_only(cs, tmp_path, data_file, capsys):
     # All the rest; 'dog' fails (recorded, not fatal) and is retried next time.
     fake.calls.clear()
     assert cs.main(_argv(out, data_file), train_fn=fake) == 0
-    assert len(fake.calls) == 65
+    assert len(fake.calls) == 67
     errors = [r for r in _lines(out) if r["status"] == "error"]
     assert {r["variant"] for r in errors} == {"dog"} and "no dog today" in errors[0]["error"]
     assert "failed" in (out / "README.md").read_text()
@@ -326,14 +326,21 @@ def test_only_and_bad_arguments(cs, tmp_path, data_file):
         cs.main(["--protocol", "tpu-long", "--out", str(out), "--dry-run"], train_fn=fake)
 
 
-def test_extra_scores(cs):
-    import jax.numpy as jnp
-
-    losses = jnp.array([3.0, 1.0, jnp.nan, 2.0, 100.0])
-    s = np.asarray(cs.rank_exp_score(losses, jnp.isfinite(losses)))
-    np.testing.assert_allclose(s, [0.25, 1.0, 0.0, 0.5, 0.125])
-    soft = np.asarray(cs.extra_score("softmax_t0.25")(losses, jnp.isfinite(losses)))
-    assert soft[2] == 0 and np.argmax(soft) == 1
+def test_every_variant_is_a_valid_example_config(cs):
+    # The score and look-ahead variants go through the example's own flags (no shim):
+    # each variant's configuration passes the example's validation.
+    configs = cs.load_configs()
+    _, preset = cs.preset_config(configs, "cpu")
+    train = sys.modules.get("train") or __import__("train")
+    runs = cs.plan("cpu", preset, cs.GROUPS, [0], {})
+    scores = set()
+    for r in runs:
+        config = cs.build_config(preset, r.variants[0].overrides, {})
+        train._check_config(config)
+        scores.add(config.auto_score)
+    assert {"softmax:0.25", "rank_exp", "softmax"} <= scores
+    look = [r for r in runs if "probe:random+lookahead10" in [v.label for v in r.variants]]
+    assert len(look) == 1 and look[0].diff["auto_lookahead"] == cs.LOOKAHEAD
 
 
 def _write_folder(root: Path, n_train: int = 4, n_test: int = 2) -> Path:

@@ -103,6 +103,19 @@ CASES = [
         lambda: al.auto_lr(optax.adam, learning_rate=0.05, loss_fn=loss_fn, every=3, b1=0.8),
         extra=lambda step, loss: {"batch": BATCH},
     ),
+    Case(
+        "auto_lr_lookahead_rank",
+        lambda: al.auto_lr(
+            optax.sgd,
+            learning_rate=0.05,
+            loss_fn=loss_fn,
+            every=2,
+            lookahead=3,
+            score="rank_exp",
+            momentum=0.9,
+        ),
+        extra=lambda step, loss: {"batch": jax.tree.map(lambda x: jnp.stack([x] * 3), BATCH)},
+    ),
 ]
 IDS = [c.name for c in CASES]
 

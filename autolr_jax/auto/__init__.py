@@ -1,7 +1,7 @@
 """The automated learning-rate scheduler (:func:`auto_lr`), its score functions and state."""
 
 from autolr_jax.auto._auto_lr import AutoLRState, AutoLRTelemetry, auto_lr
-from autolr_jax.auto._scores import minmax_exp_score, softmax_score
+from autolr_jax.auto._scores import minmax_exp_score, rank_exp_score, softmax_score
 from autolr_jax.auto._strategy import default_probe_strategy, resolve_probe_strategy
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "auto_lr",
     "default_probe_strategy",
     "minmax_exp_score",
+    "rank_exp_score",
     "resolve_probe_strategy",
     "softmax_score",
 ]

@@ -35,7 +35,8 @@ class AutoLRTelemetry(NamedTuple):
 
     Attributes:
       losses: float32 ``(N,)``, the candidate losses ``loss_fn(params + f_i * u, batch)``
-        in the order of ``factors`` (averaged over ``axis_name`` when given).
+        in the order of ``factors`` (after the look-ahead updates with
+        ``lookahead > 1``; averaged over ``axis_name`` when given).
       scores: float32 ``(N,)``, the scores used as weights (0 for non-finite losses).
       multiplier: float32 scalar, the weighted geometric mean of the factors that
         multiplied the learning rate (before clipping to ``[min_lr, max_lr]``).
@@ -187,6 +188,7 @@ def auto_lr(
     strategy: str = "auto",
     chunk_size: int | None = None,
     axis_name: Hashable | None = None,
+    lookahead: int = 1,
     **inner_kwargs: Any,
 ) -> optax.GradientTransformationExtraArgs:
     """Wraps an Optax optimizer so that its learning rate is set by probing factors of it.
@@ -212,6 +214,20 @@ def auto_lr(
        for every optimizer (no assumption that the update is linear in ``lr``).
        The inner state advances once per call, as if the optimizer had been run
        at the new ``lr``.
+
+    With ``lookahead=k > 1`` a candidate is scored after ``k`` updates instead
+    of one, a longer horizon against the short-horizon bias of a one-step probe
+    (the factor that lowers the loss most after one step is not the one that
+    trains best). ``batch`` is then ``k`` batches stacked on a leading axis
+    (every leaf has leading dimension ``k``): candidate ``i`` starts from
+    ``params + u(lr * f_i)`` with the wrapped optimizer's state after that
+    update, takes ``k - 1`` more updates of the wrapped optimizer at
+    ``lr * f_i`` with the gradients of ``loss_fn`` on ``batch[0], ...,
+    batch[k - 2]``, and is scored by ``loss_fn`` on ``batch[k - 1]``. Each probe
+    then costs ``N * (k - 1)`` forward-backward passes and ``N`` forwards. The
+    look-ahead updates use the wrapped optimizer only (transformations before
+    ``auto_lr`` in a chain, such as weight decay or clipping, are not applied to
+    them) and the same extra ``update`` keyword arguments.
 
     Between probes it is the wrapped optimizer's plain update at the current
     ``lr``. Probe and non-probe updates are branches of one ``lax.cond``, so a
@@ -278,7 +294,8 @@ def auto_lr(
       max_lr: upper bound of the learning rate, > ``min_lr`` (may be ``inf``).
       has_aux: whether ``loss_fn`` returns ``(loss, aux)``; ``aux`` is ignored.
       score: ``"minmax_exp"`` (default, :func:`minmax_exp_score`), ``"softmax"``
-        (:func:`softmax_score` with temperature 1), or a callable
+        (:func:`softmax_score` with temperature 1), ``"rank_exp"``
+        (:func:`rank_exp_score`), or a callable
         ``score(losses, finite) -> scores`` (float ``(N,)``, bool ``(N,)`` ->
         nonnegative ``(N,)``; see :mod:`autolr_jax.auto._scores` for the
         contract), e.g. ``softmax_score(temperature=0.5)``.
@@ -291,7 +308,12 @@ def auto_lr(
         (``lax.map(..., batch_size=chunk_size)``); an integer >= 1 or ``None``.
         Not allowed with ``"vmap"``.
       axis_name: the mapped axis name (or names) of ``shard_map``/``pmap`` over
-        which to average candidate losses, or ``None``.
+        which to average candidate losses (and, with ``lookahead > 1``, the
+        look-ahead gradients), or ``None``.
+      lookahead: the number of updates each candidate takes before it is
+        scored, an integer >= 1; 1 (the default) is the one-step probe of
+        Algorithm 1. With ``k > 1``, ``batch`` must stack ``k`` batches on a
+        leading axis (see above).
       **inner_kwargs: passed to ``optimizer``, e.g. ``momentum=0.9``,
         ``nesterov=True``, ``weight_decay=1e-4``.
 
@@ -364,6 +386,7 @@ def auto_lr(
             )
     if axis_name is not None and not isinstance(axis_name, Hashable):
         raise ValueError(f"axis_name must be a mapped axis name or None, got {axis_name!r}")
+    lookahead = check_int("lookahead", lookahead, lo=1, hi=10_000)
 
     has_aux = bool(has_aux)
     learning_rate = float(learning_rate)
@@ -388,8 +411,8 @@ def auto_lr(
         )
         return AutoLRState(inject_state=inner.init(params), telemetry=telemetry)
 
-    def candidate_loss(params, updates, batch, factor):
-        out = loss_fn(_apply(params, updates, factor), batch)
+    def scalar_loss(params, batch):
+        out = loss_fn(params, batch)
         if has_aux:
             if not isinstance(out, (tuple, list)) or len(out) != 2:
                 raise ValueError(
@@ -408,6 +431,38 @@ def auto_lr(
                 f"auto_lr: loss_fn must return a scalar floating-point loss{hint}, got {what}"
             )
         return loss.astype(jnp.promote_types(loss.dtype, jnp.float32))
+
+    def candidate_loss(params, updates, batch, factor):
+        return scalar_loss(_apply(params, updates, factor), batch)
+
+    def check_stacked(batch):
+        sizes = {jnp.shape(x)[0] if jnp.ndim(x) else None for x in jax.tree.leaves(batch)}
+        if sizes != {lookahead}:
+            raise ValueError(
+                f"auto_lr(lookahead={lookahead}): batch must stack {lookahead} batches on a "
+                f"leading axis (every leaf of leading dimension {lookahead}: the look-ahead "
+                f"batches, then the scoring batch), got leading dimensions "
+                f"{sorted(sizes, key=str)}"
+            )
+
+    def lookahead_loss(params, updates, inject_state, lr, batch, factor, extra_args):
+        """The loss of candidate ``factor`` after ``lookahead`` updates at ``lr * factor``."""
+        hyperparams = dict(inject_state.hyperparams)
+        hyperparams["learning_rate"] = lr * factor
+        u, inner_state = inner.update(
+            updates, inject_state._replace(hyperparams=hyperparams), params, **extra_args
+        )
+        p = _apply(params, u, jnp.ones((), jnp.float32))
+        # k is small and static: unrolled, so no gradient runs inside a while loop
+        # (XLA:CPU convolution gradients are many times slower there).
+        for j in range(lookahead - 1):
+            step_batch = jax.tree.map(lambda x, j=j: x[j], batch)
+            g = jax.grad(scalar_loss)(p, step_batch)
+            if axis_name is not None:
+                g = lax.pmean(g, axis_name)
+            u, inner_state = inner.update(g, inner_state, p, **extra_args)
+            p = _apply(p, u, jnp.ones((), jnp.float32))
+        return scalar_loss(p, jax.tree.map(lambda x: x[lookahead - 1], batch))
 
     def combine(losses):
         finite = jnp.isfinite(losses)
@@ -455,11 +510,23 @@ def auto_lr(
                 updates, inject_state._replace(hyperparams=hyperparams), params, **extra_args
             )
 
+        if lookahead > 1:
+            check_stacked(batch)
+
         def probe(_):
-            u, _ = inner_update(lr)
             factor_array = jnp.asarray(factors, jnp.float32)
+            if lookahead == 1:
+                u, _ = inner_update(lr)
+
+                def loss_at(f):
+                    return candidate_loss(params, u, batch, f)
+            else:
+
+                def loss_at(f):
+                    return lookahead_loss(params, updates, inject_state, lr, batch, f, extra_args)
+
             losses = evaluate_candidates(
-                lambda f: candidate_loss(params, u, batch, f),
+                loss_at,
                 factor_array,
                 resolve_probe_strategy(strategy, chunk_size),
                 chunk_size,

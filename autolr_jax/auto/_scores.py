@@ -26,7 +26,14 @@ import jax.numpy as jnp
 
 from autolr_jax._validation import check_real
 
-__all__ = ["ScoreFn", "SCORES", "minmax_exp_score", "resolve_score", "softmax_score"]
+__all__ = [
+    "ScoreFn",
+    "SCORES",
+    "minmax_exp_score",
+    "rank_exp_score",
+    "resolve_score",
+    "softmax_score",
+]
 
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 
@@ -111,7 +118,40 @@ def softmax_score(temperature: float = 1.0) -> ScoreFn:
     return score
 
 
-SCORES = ("minmax_exp", "softmax")
+def rank_exp_score(losses: jax.Array, finite: jax.Array) -> jax.Array:
+    """Scores by rank: the candidate with ``k`` strictly better finite losses scores ``2**-k``.
+
+    Only the order of the losses matters, not their gaps: unlike min-max
+    normalisation, one far-off candidate (a near-divergent large factor) does not
+    squeeze the others together, and the weights do not change with the scale of
+    the loss. Equal losses share a rank. Non-finite losses score 0.
+
+    Args:
+      losses: candidate losses, shape ``(N,)``.
+      finite: ``jnp.isfinite(losses)``.
+
+    Returns:
+      Scores of shape ``(N,)`` in ``(0, 1]`` (0 for non-finite losses); the best
+      candidate scores 1.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from autolr_jax.auto import rank_exp_score
+      >>> losses = jnp.array([3.0, 1.0, 1e6, 1.0, jnp.inf])
+      >>> [float(s) for s in rank_exp_score(losses, jnp.isfinite(losses))]
+      [0.25, 1.0, 0.125, 1.0, 0.0]
+
+    References:
+      An alternative to the score of Kim and Yu, "Automated learning rate
+      scheduling with in-training information", whose Algorithm 1 leaves the
+      score function as an open problem.
+    """
+    keyed = jnp.where(finite, losses, jnp.inf)
+    better = jnp.sum(keyed[None, :] < keyed[:, None], axis=1)
+    return jnp.where(finite, jnp.exp2(-better.astype(losses.dtype)), 0.0)
+
+
+SCORES = ("minmax_exp", "softmax", "rank_exp")
 
 
 def resolve_score(score: str | ScoreFn) -> ScoreFn:
@@ -126,6 +166,8 @@ def resolve_score(score: str | ScoreFn) -> ScoreFn:
             return minmax_exp_score
         if score == "softmax":
             return softmax_score(1.0)
+        if score == "rank_exp":
+            return rank_exp_score
     elif callable(score):
         return score
     raise ValueError(

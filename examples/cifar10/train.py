@@ -117,6 +117,31 @@ def _check_config(config: Config) -> None:
     n_bn = config.schedule_free_bn_batches
     if not (isinstance(n_bn, int) and n_bn >= 0):
         bad("schedule_free_bn_batches", n_bn, "an integer >= 0")
+    k = config.auto_lookahead
+    if not (isinstance(k, int) and not isinstance(k, bool) and k >= 1):
+        bad("auto_lookahead", k, "an integer >= 1")
+    if config.auto_score is not None:
+        auto_score(config.auto_score)
+
+
+def auto_score(text: str):
+    """The ``score=`` of ``auto_lr`` named by ``config.auto_score``.
+
+    ``minmax_exp``, ``softmax`` and ``rank_exp`` are the library's names;
+    ``softmax:T`` is ``autolr_jax.softmax_score(T)``.
+    """
+    name, _, arg = str(text).partition(":")
+    if name in ("minmax_exp", "softmax", "rank_exp") and not arg:
+        return name
+    if name == "softmax" and arg:
+        try:
+            return al.softmax_score(float(arg))
+        except ValueError as e:
+            raise ConfigError(f"config.auto_score {text!r}: {e}") from None
+    raise ConfigError(
+        f"config.auto_score must be minmax_exp, softmax, softmax:T (a temperature T > 0) or "
+        f"rank_exp, got {text!r}"
+    )
 
 
 def lr_update_of(config: Config) -> str:
@@ -209,7 +234,7 @@ def build_optimizer(
             raise ValueError("the auto schedule needs probe_loss_fn")
         kw = {}
         if config.auto_score is not None:
-            kw["score"] = config.auto_score
+            kw["score"] = auto_score(config.auto_score)
         if momentum is not None:
             kw.update(momentum=momentum, nesterov=config.nesterov)
         last = al.auto_lr(
@@ -222,6 +247,7 @@ def build_optimizer(
             max_lr=config.auto_max_lr,
             strategy=config.auto_strategy,
             chunk_size=config.auto_chunk_size,
+            lookahead=config.auto_lookahead,
             **kw,
         )
         return optax.chain(*pre, last)
@@ -495,9 +521,22 @@ def make_train_step(model_gd: nnx.GraphDef, opt_gd: nnx.GraphDef, config: Config
             # Train-mode BatchNorm ignores these running statistics; they complete the model.
             rest = nnx.state(model, nnx.Not(nnx.Param))
             if config.probe_source == "train":
-                kwargs["batch"] = (x, labels, rest)
+                batch = (x, labels, rest)
             else:
-                kwargs["batch"] = (normalize(probe_images), probe_labels, rest)
+                batch = (normalize(probe_images), probe_labels, rest)
+            k = config.auto_lookahead
+            if k > 1:
+                # auto_lr wants the k batches stacked: k random ones, or the training
+                # batch k times; the model state is the same for all of them.
+                if config.probe_source == "train":
+                    images_k = jnp.broadcast_to(x, (k, *x.shape))
+                    labels_k = jnp.broadcast_to(labels, (k, *labels.shape))
+                else:
+                    images_k = batch[0].reshape(k, -1, *batch[0].shape[1:])
+                    labels_k = probe_labels.reshape(k, -1)
+                rest_k = jax.tree.map(lambda v: jnp.broadcast_to(v, (k, *jnp.shape(v))), rest)
+                batch = (images_k, labels_k, rest_k)
+            kwargs["batch"] = batch
         optimizer.update(model, grads, **kwargs)
         opt_state = nnx.as_pure(optimizer.opt_state)
         metrics = {
@@ -753,9 +792,12 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> list[dict]:
     steps_per_epoch = n_train // config.batch_size
     if steps_per_epoch == 0:
         raise ConfigError(f"batch_size {config.batch_size} exceeds the {n_train} training images")
-    probe_size = config.probe_batch_size
+    probe_size = config.probe_batch_size * config.auto_lookahead
     if config.schedule == "auto" and config.probe_source == "random" and probe_size > n_train:
-        raise ConfigError(f"probe_batch_size {probe_size} exceeds the {n_train} training images")
+        raise ConfigError(
+            f"probe_batch_size {config.probe_batch_size} x auto_lookahead "
+            f"{config.auto_lookahead} = {probe_size} exceeds the {n_train} training images"
+        )
     is_alr = config.schedule == "alr"
     if config.schedule in ("prodigy", "dog", "schedule_free") and config.momentum:
         print(
@@ -767,7 +809,7 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> list[dict]:
     # inside a loop 20-50x slower unless they are written out (see models.loop_safe_conv).
     loop_safe = is_alr and jax.default_backend() == "cpu"
 
-    def make_model():
+    def make_model(loop_safe=loop_safe):
         # The 'rbg' generator: with the default threefry, XLA takes ~10 s (on 2 CPU cores)
         # to compile the initialisation of ResNet-18's ~60 arrays; with rbg, ~1 s.
         key = jax.random.key(config.seed, impl="rbg")
@@ -780,6 +822,11 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> list[dict]:
         )
 
     model_gd = nnx.split(nnx.eval_shape(make_model))[0]
+    # A look-ahead probe takes gradients inside lax.map: the probe's copy of the model
+    # (same parameters and state) uses the loop-safe convolution on CPU too.
+    probe_gd = model_gd
+    if config.auto_lookahead > 1 and jax.default_backend() == "cpu":
+        probe_gd = nnx.split(nnx.eval_shape(lambda: make_model(True)))[0]
     # Initialised inside jit: eagerly, every initializer call would compile on its own.
     model_state = jax.jit(lambda: nnx.state(make_model()))()
     opt_gd = tree = None
@@ -798,7 +845,7 @@ def train_and_evaluate(config: Config, workdir: str | Path) -> list[dict]:
             # tree.init validates the rates while tracing, before anything runs.
             state = {"alr": jax.jit(init_beam)(model_state)}
         else:
-            tx = build_optimizer(config, steps_per_epoch, make_probe_loss(model_gd))
+            tx = build_optimizer(config, steps_per_epoch, make_probe_loss(probe_gd))
     except ValueError as e:  # autolr_jax names the argument, the value and the range
         raise ConfigError(f"invalid schedule/optimizer setting for {config.schedule!r}: {e}") from e
 
@@ -975,7 +1022,8 @@ def _sgd_epoch_runner(config, data, model_gd, opt_gd, steps_per_epoch, tqdm):
     train_step = make_train_step(model_gd, opt_gd, config)
     uses_probe = config.schedule == "auto"
     n_train = len(data.train)
-    probe_size = config.probe_batch_size
+    # k look-ahead batches of probe_batch_size are drawn at once (k = 1: the scoring batch).
+    probe_size = config.probe_batch_size * config.auto_lookahead
     every = config.auto_every or steps_per_epoch
     rng_probe_dummy = (
         np.zeros((probe_size, *data.train.images.shape[1:]), np.uint8),
@@ -989,10 +1037,16 @@ def _sgd_epoch_runner(config, data, model_gd, opt_gd, steps_per_epoch, tqdm):
     if config.schedule == "schedule_free":
         eval_state = make_eval_state(model_gd, opt_gd, config)
 
+    compiled = None
+    # The probe's cost: each probe step's time minus the next (ordinary) step's, both
+    # timed between synchronisations. Not measurable when every update probes.
+    time_probes = uses_probe and every > 1
+
     def run_epoch(state, epoch, history):
-        nonlocal probe
+        nonlocal probe, compiled
         bar = _progress_bar(tqdm, config, epoch, steps_per_epoch, "step")
         step_metrics, fetched = [], []
+        probe_times, probe_step_time = [], None
         last_refresh = time.time()
         batches = input_pipeline.train_batches(data.train, config.batch_size, config.seed, epoch)
         for i, (x, y) in enumerate(batches):
@@ -1000,7 +1054,22 @@ def _sgd_epoch_runner(config, data, model_gd, opt_gd, steps_per_epoch, tqdm):
             if uses_probe and config.probe_source == "random" and step % every == 0:
                 idx = input_pipeline.probe_indices(n_train, probe_size, config.seed, step)
                 probe = (data.train.images[idx], data.train.labels[idx])
-            state, m = train_step(state, x, y, *probe)
+            if compiled is None:
+                # Compiled ahead of the first step, so that no timed step includes compiling.
+                compiled = train_step.lower(state, x, y, *probe).compile()
+            timed = time_probes and step % every in (0, 1)
+            if timed:
+                jax.block_until_ready(state)
+                t = time.perf_counter()
+            state, m = compiled(state, x, y, *probe)
+            if timed:
+                jax.block_until_ready(state)
+                dt = time.perf_counter() - t
+                if step % every == 0:
+                    probe_step_time = dt
+                elif probe_step_time is not None:
+                    probe_times.append(probe_step_time - dt)
+                    probe_step_time = None
             step_metrics.append(m)
             bar.update(1)
             if config.progress and (time.time() - last_refresh > 0.5 or i + 1 == steps_per_epoch):
@@ -1046,6 +1115,7 @@ def _sgd_epoch_runner(config, data, model_gd, opt_gd, steps_per_epoch, tqdm):
                     )
             rec["probes"] = probes
             rec["num_probes"] = int(fetched[-1]["probe"]["num_probes"])
+            rec["probe_time_s"] = float(np.sum(probe_times)) if probe_times else None
 
         if eval_state is None:
             return state, rec, state["model"]

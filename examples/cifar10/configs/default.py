@@ -132,7 +132,17 @@ class Config:
     plateau_min_lr: float = _h("plateau: lower bound of the lr (default 0)", 0.0)
     auto_factors: tuple[float, ...] = _h("auto: candidate lr factors", (2.0, 1.0, 0.5))
     auto_every: int | None = _h("auto: updates between probes; unset: once per epoch", None)
-    auto_score: str | None = _h("auto: score function name; unset: the library's default", None)
+    auto_score: str | None = _h(
+        "auto: score function: minmax_exp, softmax, softmax:T (temperature T), rank_exp; "
+        "unset: the library's default (minmax_exp)",
+        None,
+    )
+    auto_lookahead: int = _h(
+        "auto: updates each candidate takes before it is scored: 1 is the seed's one-step "
+        "probe; k > 1 takes k - 1 more updates on fresh probe batches (the training batch "
+        "with probe_source 'train') and scores on the k-th",
+        1,
+    )
     auto_strategy: str = _h("auto: 'auto', 'map' or 'vmap' evaluation of the candidates", "auto")
     auto_chunk_size: int | None = _h("auto: candidates evaluated together under 'map'", None)
     auto_min_lr: float = _h("auto: lower bound of the lr", 0.0)
