@@ -322,6 +322,21 @@ def test_auto_lookahead_and_score_spec(ex, tiny_folder, tmp_path, source):
     assert not np.allclose(first, probes[0]["losses"])
 
 
+def test_lookahead_probe_batches_are_independent_draws(ex):
+    # Class-sorted storage: 10 classes x 100 images, labels 0..9 in blocks.
+    labels = np.repeat(np.arange(10), 100)
+    one = ex.input_pipeline.probe_indices(1000, 32, 0, 7)
+    np.testing.assert_array_equal(
+        one, np.sort(np.random.default_rng([0, 1, 7]).choice(1000, 32, replace=False))
+    )
+    idx = ex.input_pipeline.probe_indices(1000, 32, 0, 7, groups=10)
+    assert len(set(idx.tolist())) == 320
+    for batch in idx.reshape(10, 32):
+        assert np.all(np.diff(batch) > 0)
+        # A random batch of 32 from 10 balanced classes has several classes, not one or two.
+        assert len(set(labels[batch].tolist())) >= 5
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [

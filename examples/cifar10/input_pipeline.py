@@ -544,9 +544,17 @@ def train_batches(
         yield split.images[idx], split.labels[idx]
 
 
-def probe_indices(n: int, size: int, seed: int, step: int) -> np.ndarray:
-    """Random training examples for the probe at update ``step`` (a function of seed and step)."""
-    return np.sort(np.random.default_rng([seed, 1, step]).choice(n, size, replace=False))
+def probe_indices(n: int, size: int, seed: int, step: int, groups: int = 1) -> np.ndarray:
+    """Random training examples for the probe at update ``step`` (a function of seed and step).
+
+    ``groups`` batches of ``size`` distinct examples, concatenated (the look-ahead
+    probe's batches, then its scoring batch). Each batch is a random draw: the
+    indices are sorted within a batch only, never across batches, because the
+    arrays may be stored class by class (sorting ``groups * size`` indices and then
+    splitting them would give batches of one or two classes).
+    """
+    idx = np.random.default_rng([seed, 1, step]).choice(n, size * groups, replace=False)
+    return np.sort(idx.reshape(groups, size), axis=1).reshape(-1)
 
 
 def eval_batches(

@@ -1052,7 +1052,9 @@ def _sgd_epoch_runner(config, data, model_gd, opt_gd, steps_per_epoch, tqdm):
         for i, (x, y) in enumerate(batches):
             step = epoch * steps_per_epoch + i
             if uses_probe and config.probe_source == "random" and step % every == 0:
-                idx = input_pipeline.probe_indices(n_train, probe_size, config.seed, step)
+                idx = input_pipeline.probe_indices(
+                    n_train, config.probe_batch_size, config.seed, step, config.auto_lookahead
+                )
                 probe = (data.train.images[idx], data.train.labels[idx])
             if compiled is None:
                 # Compiled ahead of the first step, so that no timed step includes compiling.
