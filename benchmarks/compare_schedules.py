@@ -574,19 +574,6 @@ def _epoch_time(rec: dict) -> float | None:
     return _median(times[1:] if len(times) > 1 else times)
 
 
-def probe_overhead(rec: dict, results: dict[str, dict], reference: dict[int, str]) -> tuple:
-    """(fraction, how): measured by the example, or estimated against the constant run."""
-    if _finite(rec.get("probe_overhead")):
-        return rec["probe_overhead"], "measured"
-    if rec.get("schedule") != "auto":
-        return None, None
-    ref = results.get(reference.get(rec["seed"], ""))
-    t_auto, t_ref = _epoch_time(rec), _epoch_time(ref) if finished(ref) else None
-    if t_auto and t_ref:
-        return 1.0 - t_ref / t_auto, "estimated"
-    return None, None
-
-
 def _lr_text(run_lrs: list) -> str:
     vals = sorted({v for v in run_lrs if _finite(v)})
     return ", ".join(f"{v:g}" for v in vals) if vals else "–"
@@ -609,16 +596,6 @@ def build_report(
     for run in runs:
         for v in run.variants:
             by_variant.setdefault(v.label, []).append(run)
-    reference = {
-        r.seed: r.key for r in runs if any(v.label in ("main:constant",) for v in r.variants)
-    }
-    if not reference:  # main not planned: the constant run at the preset's lr, if any
-        reference = {
-            s: run_key(
-                protocol, s, "constant", config_diff(preset, build_config(preset, (), sets)), sets
-            )
-            for s in seeds
-        }
     n_done = sum(finished(results.get(r.key)) for r in runs)
     lines = [
         f"# Schedule comparison: protocol `{protocol}` (preset `{preset_name}`)",
@@ -656,12 +633,14 @@ def build_report(
             shared = sorted({lab for r in vruns for x in r.variants if (lab := x.label) != v.label})
             if shared:
                 notes.append("same runs as " + ", ".join(f"`{s}`" for s in shared))
-            ovh = [probe_overhead(r, results, reference) for r in done]
-            ovh_vals = [o for o, _ in ovh if o is not None]
-            how = {h for _, h in ovh if h}
-            ovh_text = "–"
-            if ovh_vals:
-                ovh_text = ("≈" if how == {"estimated"} else "") + _fmt_pm(ovh_vals, 100.0, 1) + "%"
+            ovh_vals = [r["probe_overhead"] for r in done if _finite(r.get("probe_overhead"))]
+            ovh_text = _fmt_pm(ovh_vals, 100.0, 1) + "%" if ovh_vals else "–"
+            untimed = [r for r in done if r["schedule"] == "auto"]
+            if len(ovh_vals) < len(untimed):
+                notes.append(
+                    f"probe overhead of {len(ovh_vals)} of {len(untimed)} runs (the others "
+                    "predate the example's probe timer)"
+                )
             wall = _mean([r.get("wall_time_s") for r in done])
             ep = _mean([_epoch_time(r) for r in done])
             lr = (
@@ -795,8 +774,9 @@ def _setup_section(out: Path, protocol, preset_name, preset, sets, data) -> list
         "≥ ln 10, uniform guessing's, and final test accuracy ≤ 15%). *time/run*: the run's "
         "wall time (data loading, compilation, training, evaluation; summed over resumes). "
         "*train s/epoch*: median training time of an epoch after the first. *probe "
-        "overhead*: time in probes / training time; ≈ marks an estimate, 1 − (constant run's "
-        "train s/epoch) / (this run's), same seed, as noisy as the machine is busy.",
+        "overhead*: the run's probe time / its training time, both measured by the example "
+        "(`probe_time_s`: each probing step's time minus the next ordinary step's, timed between "
+        "synchronisations).",
         "",
         "Machine(s) and versions:",
         "",
