@@ -288,6 +288,12 @@ def auto_lr(
       factors: the learning-rate factors to probe, distinct, finite, > 0
         (the seed's sets: ``(2, 1, 0.5)``, ``(4, 2, 1, 0.5, 0.125)``, ...).
         Distinct because a repeat would silently double a factor's weight.
+        Their geometric mean is the multiplier when every candidate scores the
+        same, i.e. the drift of a probe that learns nothing: 1 for sets symmetric
+        in log space such as ``(2, 1, 0.5)``, but 0.87 for the seed's
+        ``(4, 2, 1, 0.5, 0.125)`` (and, since the min-max score keeps every finite
+        candidate's weight within a factor e of the best's, much of it survives
+        real scores).
       every: the probe interval, in update calls (e.g. steps per epoch); an
         integer >= 1. Required.
       min_lr: lower bound of the learning rate, >= 0.
