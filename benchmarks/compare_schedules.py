@@ -64,6 +64,7 @@ if str(_HERE) not in sys.path:
     sys.path.insert(0, str(_HERE))
 
 SCHEMA = 1
+STATUSES = ("ok", "diverged", "at_chance")  # of a finished run ("error": failed, retried)
 RESULTS = "results.jsonl"
 REPORT_EVERY_S = 30.0  # the report is rewritten after a run at most this often (and at the end)
 GROUPS = ("main", "sensitivity", "score", "probe")
@@ -97,7 +98,8 @@ _NOT_IN_KEY = {
     "stop_after_epoch",
     "seed",
 }
-# A run "diverged" if a loss is non-finite or it ended at chance: a training loss no better
+# A run "diverged" if a loss is non-finite; it ended "at chance" (too large a learning rate
+# that stalled, or too small a one that never trained) with a final training loss no better
 # than guessing uniformly among the 10 classes and a test accuracy of at most 15%.
 _LN10 = math.log(10.0)
 _CHANCE = 0.15
@@ -384,7 +386,16 @@ def read_results(out: Path) -> dict[str, dict]:
 
 
 def finished(rec: dict | None) -> bool:
-    return rec is not None and rec.get("status") in ("ok", "diverged")
+    return rec is not None and rec.get("status") in STATUSES
+
+
+def outcome(rec: dict) -> str:
+    """``ok``, ``diverged`` or ``at_chance``, from the record's losses (also for records
+    written before ``at_chance`` existed, when both were ``diverged``)."""
+    if rec.get("status") == "ok":
+        return "ok"
+    losses = list(rec.get("train_loss") or []) + [rec.get("final_test_loss")]
+    return "diverged" if any(not _finite(x) for x in losses) else "at_chance"
 
 
 def _append(out: Path, rec: dict) -> None:
@@ -427,9 +438,10 @@ def summarize(
     final_train = history[-1].get("train_loss")
     status = "ok"
     final_acc = test_acc[-1] if _finite(test_acc[-1]) else 0.0
-    at_chance = not _finite(final_train) or (final_train >= _LN10 and final_acc <= _CHANCE)
-    if any(not _finite(x) for x in losses) or at_chance:
+    if any(not _finite(x) for x in losses) or not _finite(final_train):
         status = "diverged"
+    elif final_train >= _LN10 and final_acc <= _CHANCE:
+        status = "at_chance"
     train_times = series("train_time_s")
     probe_times = series("probe_time_s")
     overhead, overhead_source = None, None
@@ -624,9 +636,10 @@ def build_report(
                 notes.append("schedule not in the example")
             if len(done) < len(vruns):
                 notes.append(f"**incomplete** ({len(vruns) - len(done)} missing)")
-            div = sum(r["status"] == "diverged" for r in done)
-            if div:
-                notes.append(f"{div} diverged")
+            for what in ("diverged", "at_chance"):
+                k = sum(outcome(r) == what for r in done)
+                if k:
+                    notes.append(f"{k} {what.replace('_', ' ')}")
             errs = [r for r in recs if r is not None and r.get("status") == "error"]
             if errs:
                 notes.append(f"{len(errs)} failed: {errs[-1].get('error', '')[:60]}")
@@ -770,9 +783,10 @@ def _setup_section(out: Path, protocol, preset_name, preset, sets, data) -> list
         f"`random+lookahead{LOOKAHEAD}` = each candidate takes {LOOKAHEAD - 1} more SGD "
         f"updates at its learning rate on fresh random batches and is scored after "
         f"{LOOKAHEAD} (`--auto-lookahead {LOOKAHEAD}`).",
-        "- *diverged*: a non-finite loss, or a run that ended at chance (final training loss "
-        "≥ ln 10, uniform guessing's, and final test accuracy ≤ 15%). *time/run*: the run's "
-        "wall time (data loading, compilation, training, evaluation; summed over resumes). "
+        "- *diverged*: a non-finite loss; *at chance*: finite losses, but the run ended where "
+        "uniform guessing is (final training loss ≥ ln 10 and final test accuracy ≤ 15%). "
+        "*time/run*: the run's wall time (data loading, compilation, training, evaluation; "
+        "summed over resumes). "
         "*train s/epoch*: median training time of an epoch after the first. *probe "
         "overhead*: the run's probe time / its training time, both measured by the example "
         "(`probe_time_s`: each probing step's time minus the next ordinary step's, timed between "

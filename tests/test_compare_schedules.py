@@ -93,15 +93,17 @@ class FakeTrain:
         if config.schedule in self.fail:
             raise ValueError(f"no {config.schedule} today")
         diverge = config.learning_rate >= 1.0 and config.schedule == "constant"
+        # Too small a rate: finite losses, never leaves chance.
+        stalls = config.learning_rate <= 1e-4 and config.schedule == "constant"
         for e in range(len(history), config.epochs):
             lr = config.learning_rate * (0.5**e if config.schedule != "constant" else 1.0)
             rec = {
                 "epoch": e + 1,
                 "steps": (e + 1) * 10,
-                "train_loss": math.nan if diverge else 2.0 - 0.3 * e,
+                "train_loss": math.nan if diverge else 2.4 if stalls else 2.0 - 0.3 * e,
                 "train_accuracy": 0.1 if diverge else 0.3 + 0.05 * e,
                 "test_loss": math.nan if diverge else 2.1 - 0.3 * e,
-                "test_accuracy": 0.1 if diverge else 0.3 + 0.05 * e + 0.01 * config.seed,
+                "test_accuracy": 0.1 if diverge or stalls else 0.3 + 0.05 * e + 0.01 * config.seed,
                 "lr": lr,
                 "lr_first": lr,
                 "epoch_time_s": 1.0,
@@ -241,7 +243,7 @@ def test_resume_schema_table_report_only(cs, tmp_path, data_file, capsys):
     for rec in latest.values():
         for field, types in REQUIRED.items():
             assert isinstance(rec[field], types), (field, rec[field])
-        assert rec["status"] in ("ok", "diverged")
+        assert rec["status"] in cs.STATUSES
         assert len(rec["test_accuracy"]) == len(rec["lr_per_epoch"]) == rec["epochs"] == 3
         assert rec["best_test_accuracy"] == max(rec["test_accuracy"])
         assert rec["final_test_accuracy"] == rec["test_accuracy"][-1]
@@ -262,6 +264,14 @@ def test_resume_schema_table_report_only(cs, tmp_path, data_file, capsys):
     # Probe overhead: probe time / training time (0.12 / 1.2) where the run measured it.
     assert "| 10.0% |" in row and "probe overhead of 1 of 2 runs" in row
     assert "2 diverged" in _row(readme, "constant@1")
+    assert "2 at chance" in _row(readme, "constant@0.0001")
+    assert {r["status"] for r in latest.values() if r["variant"] == "constant@0.0001"} == {
+        "at_chance"
+    }
+    # A record written when both were "diverged" is told apart by its losses.
+    old = dict(next(r for r in latest.values() if r["variant"] == "constant@0.0001"))
+    old["status"] = "diverged"
+    assert cs.outcome(old) == "at_chance"
     assert "| spread |" in readme and "Best constant learning rate" in readme
     assert data_file.name in readme
     env = json.loads((out / "environment.json").read_text())
