@@ -451,13 +451,9 @@ def auto_lr(
                 f"{sorted(sizes, key=str)}"
             )
 
-    def lookahead_loss(params, updates, inject_state, lr, batch, factor, extra_args):
+    def lookahead_loss(params, inner_update, lr, batch, factor, extra_args):
         """The loss of candidate ``factor`` after ``lookahead`` updates at ``lr * factor``."""
-        hyperparams = dict(inject_state.hyperparams)
-        hyperparams["learning_rate"] = lr * factor
-        u, inner_state = inner.update(
-            updates, inject_state._replace(hyperparams=hyperparams), params, **extra_args
-        )
+        u, inner_state = inner_update(lr * factor)
         p = _apply(params, u, jnp.ones((), jnp.float32))
         # k is small and static: unrolled, so no gradient runs inside a while loop
         # (XLA:CPU convolution gradients are many times slower there).
@@ -529,7 +525,7 @@ def auto_lr(
             else:
 
                 def loss_at(f):
-                    return lookahead_loss(params, updates, inject_state, lr, batch, f, extra_args)
+                    return lookahead_loss(params, inner_update, lr, batch, f, extra_args)
 
             losses = evaluate_candidates(
                 loss_at,
