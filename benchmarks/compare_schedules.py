@@ -22,7 +22,8 @@ Four groups of variants:
 * ``score``: min-max + exp(-x) (the seed's) vs softmax (T = 1) vs softmax
   (T = 0.25) vs a rank-based score, with factor set 7;
 * ``probe``: candidates scored on the training batch itself vs on a separate
-  random batch of the same size (factor set 7).
+  random batch of the same size vs after a 10-update look-ahead vs on a separate
+  batch 8x larger (factor set 7).
 
 A run is identified by its *key*, derived from the protocol, the seed and the
 fields of its configuration that differ from the preset, so a configuration
@@ -85,6 +86,9 @@ MAX_LR_BOUND = 0.1
 LR_FREE = ("prodigy", "dog", "mechanize", "schedule_free")
 # The look-ahead of the probe group's longer-horizon variant (auto_lr(lookahead=...)).
 LOOKAHEAD = 10
+# The probe group's larger scoring batch: if the separate-batch probe's downward drift were
+# batch noise, 8x the examples (about 2.8x less noise in each candidate loss) would shrink it.
+BIG_PROBE_BATCH = 256
 
 # Fields that do not change what a run computes; they never enter its key.
 _NOT_IN_KEY = {
@@ -264,6 +268,11 @@ def variants(groups: Iterable[str], preset) -> list[Variant]:
                     group,
                     f"random+lookahead{LOOKAHEAD}",
                     **_auto(7, probe_source="random", auto_lookahead=LOOKAHEAD, **same),
+                ),
+                _v(
+                    group,
+                    f"random+batch{BIG_PROBE_BATCH}",
+                    **_auto(7, probe_source="random", probe_batch_size=BIG_PROBE_BATCH),
                 ),
             ]
         else:
@@ -782,7 +791,9 @@ def _setup_section(out: Path, protocol, preset_name, preset, sets, data) -> list
         "on the training batch itself / on a separate random batch of the same size; "
         f"`random+lookahead{LOOKAHEAD}` = each candidate takes {LOOKAHEAD - 1} more SGD "
         f"updates at its learning rate on fresh random batches and is scored after "
-        f"{LOOKAHEAD} (`--auto-lookahead {LOOKAHEAD}`).",
+        f"{LOOKAHEAD} (`--auto-lookahead {LOOKAHEAD}`); `random+batch{BIG_PROBE_BATCH}` = "
+        f"scored on a separate random batch of {BIG_PROBE_BATCH} images "
+        f"(`--probe-batch-size {BIG_PROBE_BATCH}`).",
         "- *diverged*: a non-finite loss; *at chance*: finite losses, but the run ended where "
         "uniform guessing is (final training loss ≥ ln 10 and final test accuracy ≤ 15%). "
         "*time/run*: the run's wall time (data loading, compilation, training, evaluation; "
