@@ -23,7 +23,7 @@ Four groups of variants:
   (T = 0.25) vs a rank-based score, with factor set 7;
 * ``probe``: candidates scored on the training batch itself vs on a separate
   random batch of the same size vs after a 10-update look-ahead vs on a separate
-  batch 8x larger (factor set 7).
+  batch 8x larger, with the seed's score and with the rank score (factor set 7).
 
 A run is identified by its *key*, derived from the protocol, the seed and the
 fields of its configuration that differ from the preset, so a configuration
@@ -273,6 +273,19 @@ def variants(groups: Iterable[str], preset) -> list[Variant]:
                     group,
                     f"random+batch{BIG_PROBE_BATCH}",
                     **_auto(7, probe_source="random", probe_batch_size=BIG_PROBE_BATCH),
+                ),
+                # The rank score is blind to the gaps: it tests whether the weighted mean's
+                # pull towards the small factors (a too-large step costs far more one-step loss
+                # than a too-small one) is what moves the lr down, not the probe's noise.
+                _v(
+                    group,
+                    f"random+batch{BIG_PROBE_BATCH}+rank_exp",
+                    **_auto(
+                        7,
+                        probe_source="random",
+                        probe_batch_size=BIG_PROBE_BATCH,
+                        auto_score="rank_exp",
+                    ),
                 ),
             ]
         else:
@@ -793,7 +806,7 @@ def _setup_section(out: Path, protocol, preset_name, preset, sets, data) -> list
         f"updates at its learning rate on fresh random batches and is scored after "
         f"{LOOKAHEAD} (`--auto-lookahead {LOOKAHEAD}`); `random+batch{BIG_PROBE_BATCH}` = "
         f"scored on a separate random batch of {BIG_PROBE_BATCH} images "
-        f"(`--probe-batch-size {BIG_PROBE_BATCH}`).",
+        f"(`--probe-batch-size {BIG_PROBE_BATCH}`), `+rank_exp` with the rank score.",
         "- *diverged*: a non-finite loss; *at chance*: finite losses, but the run ended where "
         "uniform guessing is (final training loss ≥ ln 10 and final test accuracy ≤ 15%). "
         "*time/run*: the run's wall time (data loading, compilation, training, evaluation; "

@@ -150,7 +150,7 @@ def test_plan_keys_and_sharing(cs):
     keys = [r.key for r in runs]
     assert len(keys) == len(set(keys))
     labels = [(v.label, r.seed) for r in runs for v in r.variants]
-    assert len(labels) == len(set(labels)) == 2 * (13 + 18 + 4 + 4)  # each variant once per seed
+    assert len(labels) == len(set(labels)) == 2 * (13 + 18 + 4 + 5)  # each variant once per seed
     # Every variant of every group has one run per seed.
     per_variant = {}
     for r in runs:
@@ -189,7 +189,7 @@ def test_resume_schema_table_report_only(cs, tmp_path, data_file, capsys):
     assert cs.main(_argv(out, data_file, "--dry-run"), train_fn=fake) == 0
     listing = capsys.readouterr().out
     assert fake.calls == []
-    assert listing.count("pending") == 74 and "main:auto7,score:minmax_exp,probe:random" in listing
+    assert listing.count("pending") == 76 and "main:auto7,score:minmax_exp,probe:random" in listing
 
     # Interrupted in the 3rd run after its 2nd epoch (Ctrl-C stops the benchmark).
     configs = cs.load_configs()
@@ -220,7 +220,7 @@ def test_resume_schema_table_report_only(cs, tmp_path, data_file, capsys):
     # All the rest; 'dog' fails (recorded, not fatal) and is retried next time.
     fake.calls.clear()
     assert cs.main(_argv(out, data_file), train_fn=fake) == 0
-    assert len(fake.calls) == 69
+    assert len(fake.calls) == 71
     errors = [r for r in _lines(out) if r["status"] == "error"]
     assert {r["variant"] for r in errors} == {"dog"} and "no dog today" in errors[0]["error"]
     assert "failed" in (out / "README.md").read_text()
@@ -358,6 +358,9 @@ def test_every_variant_is_a_valid_example_config(cs):
     assert len(big) == 1 and big[0].diff["probe_batch_size"] == cs.BIG_PROBE_BATCH == 256
     big_config = cs.build_config(preset, big[0].variants[0].overrides, {})
     assert big_config.probe_source == "random" and big_config.auto_lookahead == 1
+    ranked = [r for r in runs if "probe:random+batch256+rank_exp" in [v.label for v in r.variants]]
+    assert len(ranked) == 1 and ranked[0].diff["auto_score"] == "rank_exp"
+    assert ranked[0].diff["probe_batch_size"] == 256
 
 
 def _write_folder(root: Path, n_train: int = 4, n_test: int = 2) -> Path:
