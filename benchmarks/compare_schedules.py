@@ -447,6 +447,66 @@ def _median(xs: list[float]) -> float | None:
     return statistics.median(xs) if xs else None
 
 
+def probes_of(history: list[dict]) -> list[dict]:
+    """What each probe saw and decided (the example's per-probe telemetry), in order: the
+    candidate losses in the order of the factors, and the multiplier applied."""
+    return [
+        {"step": p.get("step"), "multiplier": p.get("multiplier"), "losses": p.get("losses")}
+        for r in history
+        for p in r.get("probes") or []
+    ]
+
+
+def import_probes(out: Path, runs_dir: Path) -> tuple[list[str], list[str]]:
+    """Adds the probes of re-runs to the finished automated records that lack them.
+
+    Records written before the benchmark kept probes can get them from a re-run of the same
+    key (``runs_dir/<key>/metrics.jsonl`` and ``config.json``, e.g. ``--only ... --out
+    <elsewhere>``), but only where the re-run reproduced the record exactly: the same test
+    accuracy after every epoch. Nothing else in the record changes; it is marked
+    ``probes_source: "imported"``. Returns the keys imported and the keys whose re-run
+    differed (not imported).
+    """
+    path = out / RESULTS
+    imported, differed, lines = [], [], []
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            lines.append(line)
+            continue
+        metrics = runs_dir / str(rec.get("key")) / "metrics.jsonl"
+        config_path = metrics.with_name("config.json")
+        if (
+            isinstance(rec, dict)
+            and finished(rec)
+            and rec.get("schedule") == "auto"
+            and not rec.get("probes")
+            and metrics.exists()
+            and config_path.exists()
+        ):
+            by_epoch = {}
+            for x in metrics.read_text().splitlines():
+                if x.strip():
+                    h = json.loads(x)
+                    by_epoch[h["epoch"]] = h  # a resumed run may repeat an epoch
+            history = [by_epoch[e] for e in sorted(by_epoch)]
+            probes = probes_of(history)
+            if [h.get("test_accuracy") for h in history] != rec.get("test_accuracy"):
+                differed.append(rec["key"])
+            elif probes:
+                rec["probe_factors"] = list(json.loads(config_path.read_text())["auto_factors"])
+                rec["probes"] = probes
+                rec["probes_source"] = "imported"
+                imported.append(rec["key"])
+                line = json.dumps(_clean(rec), allow_nan=False, sort_keys=False)
+        lines.append(line)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(path)
+    return imported, differed
+
+
 def summarize(
     history: list[dict], protocol: str, run: Run, config, run_time_s: float, resumed: bool
 ) -> dict:
@@ -469,6 +529,7 @@ def summarize(
     overhead, overhead_source = None, None
     if all(_finite(t) for t in probe_times) and sum(train_times) > 0:
         overhead, overhead_source = sum(probe_times) / sum(train_times), "metrics"
+    probes = probes_of(history)
     first = run.variants[0]
     lr, lr_meaning = config.learning_rate, "initial learning rate"
     if config.schedule in ("prodigy", "dog"):
@@ -503,6 +564,8 @@ def summarize(
         "probe_overhead": overhead,
         "probe_overhead_source": overhead_source,
         "num_probes": history[-1].get("num_probes"),
+        "probe_factors": list(config.auto_factors) if probes else None,
+        "probes": probes or None,
         "steps_per_epoch": (history[-1]["steps"] // history[-1]["epoch"])
         if history[-1].get("steps") and history[-1].get("epoch")
         else None,
@@ -695,6 +758,7 @@ def build_report(
         if group == "sensitivity":
             lines += _sensitivity_matrix(variant_list, by_variant, results)
     lines += _drift_section(runs, results, preset)
+    lines += _probe_section(runs, results)
     lines += _setup_section(out, protocol, preset_name, preset, sets, data)
     return "\n".join(lines) + "\n"
 
@@ -737,14 +801,7 @@ def _drift_section(runs: list[Run], results: dict[str, dict], preset) -> list[st
         rec = results.get(run.key)
         if finished(rec) and rec["schedule"] == "constant":
             const.setdefault(rec["lr"], []).append(rec["final_test_accuracy"])
-    auto_variants = {}
-    for run in runs:
-        rec = results.get(run.key)
-        if not finished(rec) or rec["schedule"] != "auto":
-            continue
-        labels = [v.label for v in run.variants if v.group in ("probe", "main", "score")]
-        if labels:  # a run shared by several variants is one row, named by all of them
-            auto_variants.setdefault(" = ".join(labels), []).append(rec)
+    auto_variants = _auto_rows(runs, results)
     out = ["## Learning-rate drift of the automated scheduler", ""]
     if not const or not auto_variants:
         return out + ["Needs finished constant and automated runs.", ""]
@@ -774,6 +831,101 @@ def _drift_section(runs: list[Run], results: dict[str, dict], preset) -> list[st
             f"| {_fmt_pm(above, 100.0, 0)}% |"
         )
     return out + [""]
+
+
+def _auto_rows(runs: list[Run], results: dict[str, dict]) -> dict[str, list[dict]]:
+    """Finished automated runs, one row per run configuration, named by all its variants."""
+    rows: dict[str, list[dict]] = {}
+    for run in runs:
+        rec = results.get(run.key)
+        if not finished(rec) or rec["schedule"] != "auto":
+            continue
+        labels = [v.label for v in run.variants if v.group in ("probe", "main", "score")]
+        if labels:
+            rows.setdefault(" = ".join(labels), []).append(rec)
+    return rows
+
+
+def probe_decisions(factors: list[float], probes: list[dict]) -> dict[str, float | int]:
+    """How the probes of one run decided, from their candidate losses and multipliers.
+
+    ``best`` is the factor with the lowest finite loss. Counts: probes with a finite best;
+    ``smallest_best`` / ``largest_best``: the best was the smallest / largest factor;
+    ``down``: multiplier < 1;
+    ``best_ge1``: the best factor was >= 1; ``best_ge1_down``: of those, multiplier < 1
+    (the weighted mean moved the learning rate against the best candidate). ``gaps``: for
+    each probe, the loss of the factor nearest 1 minus the best loss.
+    """
+    unit = min(range(len(factors)), key=lambda i: abs(math.log(factors[i])))
+    out = {
+        "probes": 0,
+        "smallest_best": 0,
+        "largest_best": 0,
+        "down": 0,
+        "best_ge1": 0,
+        "best_ge1_down": 0,
+    }
+    gaps = []
+    for p in probes:
+        losses, mult = p.get("losses") or [], p.get("multiplier")
+        finite = [i for i, x in enumerate(losses) if _finite(x)]
+        if len(losses) != len(factors) or not finite or not _finite(mult):
+            continue
+        best = min(finite, key=lambda i: losses[i])
+        out["probes"] += 1
+        out["smallest_best"] += factors[best] == min(factors)
+        out["largest_best"] += factors[best] == max(factors)
+        out["down"] += mult < 1.0
+        if factors[best] >= 1.0:
+            out["best_ge1"] += 1
+            out["best_ge1_down"] += mult < 1.0
+        if _finite(losses[unit]):
+            gaps.append(losses[unit] - losses[best])
+    out["gaps"] = gaps
+    return out
+
+
+def _probe_section(runs: list[Run], results: dict[str, dict]) -> list[str]:
+    """What the probes saw and decided, for the runs whose records keep them."""
+    table = []
+    for label, recs in _auto_rows(runs, results).items():
+        with_probes = [r for r in recs if r.get("probes") and r.get("probe_factors")]
+        if not with_probes:
+            continue
+        tot: dict[str, Any] = {}
+        for rec in with_probes:
+            for k, v in probe_decisions(rec["probe_factors"], rec["probes"]).items():
+                tot[k] = tot.get(k, 0 if k != "gaps" else []) + v
+        n = tot["probes"]
+        if not n:
+            continue
+        gap = _median(tot["gaps"])
+        table.append(
+            f"| {', '.join(f'`{x}`' for x in label.split(' = '))} | {len(with_probes)}/{len(recs)} "
+            f"| {n} | {100 * tot['smallest_best'] / n:.0f}% | {100 * tot['largest_best'] / n:.0f}% "
+            f"| {100 * tot['down'] / n:.0f}% "
+            f"| {tot['best_ge1_down']} of {tot['best_ge1']} "
+            f"| {'–' if gap is None else f'{gap:.4f}'} |"
+        )
+    if not table:
+        return []
+    return [
+        "## What the probes decided",
+        "",
+        "For the automated runs whose records keep their probes (*runs* says how many do: "
+        "records from before the benchmark stored them have none, unless `--import-probes` "
+        "took them from an exact re-run, one with the same test accuracy after every epoch): "
+        "the share of probes whose lowest candidate loss was the smallest (the largest) "
+        "factor's, the share that lowered the learning rate, how often the learning rate "
+        "went down although the best candidate was a factor ≥ 1, and the median loss gap "
+        "between the factor-1 candidate and the best one.",
+        "",
+        "| variant | runs | probes | best = smallest factor | best = largest | multiplier < 1 "
+        "| best ≥ 1 but multiplier < 1 | median gap L(1) − L(best) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        *table,
+        "",
+    ]
 
 
 def _setup_section(out: Path, protocol, preset_name, preset, sets, data) -> list[str]:
@@ -941,6 +1093,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--report-only", action="store_true", help="rewrite table and plots from results.jsonl"
     )
+    p.add_argument(
+        "--import-probes",
+        default=None,
+        metavar="RUNS_DIR",
+        help="add the probes of exact re-runs (RUNS_DIR/<key>/) to records without them, "
+        "then rewrite the report",
+    )
     p.add_argument("--progress", action="store_true", help="the example's per-epoch progress bar")
     p.add_argument(
         "--keep-checkpoints", action="store_true", help="keep a finished run's checkpoints"
@@ -1024,7 +1183,12 @@ def main(argv: list[str] | None = None, train_fn: Callable | None = None) -> int
         return 0
 
     data = data_facts(settings["data_dir"], preset_name, preset, sets, out)
-    if args.report_only:
+    if args.import_probes:
+        imported, differed = import_probes(out, Path(args.import_probes))
+        print(f"probes imported into {len(imported)} records")
+        for key in differed:
+            print(f"  {key}: the re-run's test accuracies differ; not imported", file=sys.stderr)
+    if args.report_only or args.import_probes:
         path = report(out, args.protocol, preset_name, preset, runs, settings, sets, data)
         print(f"report: {path}")
         return 0

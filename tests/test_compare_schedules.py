@@ -116,6 +116,9 @@ class FakeTrain:
                 rec["probes"], rec["num_probes"] = [], e + 1
                 if config.seed == 0:  # seed 1 stands for a run from before the probe timer
                     rec["probe_time_s"] = 0.12
+                    # The factor-1 candidate is best, yet the lr goes down.
+                    losses = [1.0 + abs(math.log(f)) for f in config.auto_factors]
+                    rec["probes"] = [{"step": 10 * e, "multiplier": 0.8, "losses": losses}]
             history.append(rec)
             with open(workdir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(rec) + "\n")
@@ -263,6 +266,19 @@ def test_resume_schema_table_report_only(cs, tmp_path, data_file, capsys):
     assert "score:minmax_exp" in row and "probe:random" in row
     # Probe overhead: probe time / training time (0.12 / 1.2) where the run measured it.
     assert "| 10.0% |" in row and "probe overhead of 1 of 2 runs" in row
+    # The probes of the runs that kept them (seed 0 here): 3 probes, best = 1, lr down.
+    probe_rows = [x for x in readme.split("## What the probes decided")[1].splitlines()
+                  if x.startswith("| `main:auto7`")]  # fmt: skip
+    assert probe_rows == [
+        "| `main:auto7`, `score:minmax_exp`, `probe:random` | 1/2 | 3 | 0% | 0% | 100% | 3 of 3 "
+        "| 0.0000 |"
+    ]
+    auto7 = next(r for r in latest.values() if r["variant"] == "auto7" and r["seed"] == 0)
+    assert auto7["probe_factors"] == [8.0, 4.0, 2.0, 1.0, 0.5, 0.25, 0.125]
+    assert [p["step"] for p in auto7["probes"]] == [0, 10, 20]
+    assert all(
+        r["probes"] is None for r in latest.values() if r["seed"] == 1 or r["schedule"] != "auto"
+    )
     assert "2 diverged" in _row(readme, "constant@1")
     assert "2 at chance" in _row(readme, "constant@0.0001")
     assert {r["status"] for r in latest.values() if r["variant"] == "constant@0.0001"} == {
@@ -311,6 +327,28 @@ def _dry(cs, out, data_file, capsys) -> str:
     return capsys.readouterr().out
 
 
+def test_probe_decisions_counts_by_hand(cs):
+    factors = [2.0, 1.0, 0.5]
+    probes = [
+        {"multiplier": 0.8, "losses": [3.0, 1.0, 1.5]},  # best 1, lr down: against the best
+        {"multiplier": 0.7, "losses": [3.0, 2.0, 1.0]},  # best 0.5 (the smallest), down
+        {"multiplier": 1.3, "losses": [1.0, float("nan"), 2.0]},  # best 2, up; no L(1)
+        {"multiplier": float("nan"), "losses": [1.0, 1.0, 1.0]},  # not a decision: skipped
+        {"multiplier": 1.0, "losses": [float("inf")] * 3},  # every candidate diverged: skipped
+        {"multiplier": 1.0, "losses": [1.0, 2.0]},  # wrong length: skipped
+    ]
+    got = cs.probe_decisions(factors, probes)
+    assert got == {
+        "probes": 3,
+        "smallest_best": 1,
+        "largest_best": 1,
+        "down": 2,
+        "best_ge1": 2,
+        "best_ge1_down": 1,
+        "gaps": [0.0, 1.0],
+    }
+
+
 def _row(readme: str, variant: str) -> str:
     rows = [x for x in readme.splitlines() if x.startswith(f"| `{variant}` |")]
     assert rows, variant
@@ -337,6 +375,56 @@ def test_only_and_bad_arguments(cs, tmp_path, data_file):
         cs.main(_argv(out, data_file, "--groups", "main,nope", "--dry-run"), train_fn=fake)
     with pytest.raises(SystemExit, match="no preset"):
         cs.main(["--protocol", "tpu-long", "--out", str(out), "--dry-run"], train_fn=fake)
+
+
+def test_import_probes_only_from_exact_reruns(cs, tmp_path, data_file):
+    out = tmp_path / "imp"
+    fake = FakeTrain()  # its seed-0 auto runs keep probes, its seed-1 ones have none
+    argv = _argv(out, data_file, "--only", "main:auto3,main:auto5")
+    assert cs.main(argv, train_fn=fake) == 0
+    latest = cs.read_results(out)
+    s1 = {r["variant"]: r for r in latest.values() if r["seed"] == 1}
+    assert all(r["probes"] is None for r in s1.values())
+    before = {k: dict(r) for k, r in latest.items()}
+
+    # A re-run dir: auto3 reproduced exactly (with probes), auto5 differs in one epoch.
+    reruns = tmp_path / "reruns"
+    for name, drift in (("auto3", 0.0), ("auto5", 0.01)):
+        rec = s1[name]
+        d = reruns / rec["key"]
+        d.mkdir(parents=True)
+        factors = [2.0, 1.0, 0.5] if name == "auto3" else [4.0, 2.0, 1.0, 0.5, 0.125]
+        (d / "config.json").write_text(json.dumps({"auto_factors": factors}))
+        history = [
+            {"epoch": e + 1, "test_accuracy": a + (drift if e == 1 else 0.0),
+             "probes": [{"step": 10 * e, "multiplier": 1.25, "losses": [1.0] * len(factors),
+                         "scores": [1.0] * len(factors)}]}
+            for e, a in enumerate(rec["test_accuracy"])
+        ]  # fmt: skip
+        history.insert(1, history[0])  # a resumed run repeats an epoch
+        (d / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
+
+    imported, differed = cs.import_probes(out, reruns)
+    assert imported == [s1["auto3"]["key"]] and differed == [s1["auto5"]["key"]]
+    after = cs.read_results(out)
+    got = after[s1["auto3"]["key"]]
+    assert got["probes"] == [
+        {"step": 10 * e, "multiplier": 1.25, "losses": [1.0, 1.0, 1.0]} for e in range(3)
+    ]
+    assert got["probe_factors"] == [2.0, 1.0, 0.5] and got["probes_source"] == "imported"
+    # Nothing else moved: the other fields of that record, and every other record.
+    extra = {"probes", "probe_factors", "probes_source"}
+    assert {k: v for k, v in got.items() if k not in extra} == {
+        k: v for k, v in before[got["key"]].items() if k not in extra
+    }
+    assert {k: r for k, r in after.items() if k != got["key"]} == {
+        k: r for k, r in before.items() if k != got["key"]
+    }
+    # Through the command line: the report counts the imported run.
+    assert cs.main(_argv(out, data_file, "--import-probes", str(reruns)), train_fn=None) == 0
+    section = (out / "README.md").read_text().split("## What the probes decided")[1]
+    row = next(x for x in section.splitlines() if x.startswith("| `main:auto3`"))
+    assert row.startswith("| `main:auto3` | 2/2 | 6 |")
 
 
 def test_every_variant_is_a_valid_example_config(cs):
