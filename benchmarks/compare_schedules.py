@@ -1184,6 +1184,7 @@ def main(argv: list[str] | None = None, train_fn: Callable | None = None) -> int
 
     data = data_facts(settings["data_dir"], preset_name, preset, sets, out)
     if args.import_probes:
+        _record_environment(out, argv)  # the report lists the command with the others
         imported, differed = import_probes(out, Path(args.import_probes))
         print(f"probes imported into {len(imported)} records")
         for key in differed:

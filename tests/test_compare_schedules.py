@@ -425,6 +425,8 @@ def test_import_probes_only_from_exact_reruns(cs, tmp_path, data_file):
     section = (out / "README.md").read_text().split("## What the probes decided")[1]
     row = next(x for x in section.splitlines() if x.startswith("| `main:auto3`"))
     assert row.startswith("| `main:auto3` | 2/2 | 6 |")
+    commands = json.loads((out / "environment.json").read_text())["commands"]
+    assert any(f"--import-probes {reruns}" in c for c in commands)
 
 
 def test_every_variant_is_a_valid_example_config(cs):
