@@ -473,13 +473,14 @@ def import_probes(out: Path, runs_dir: Path) -> tuple[list[str], list[str]]:
         try:
             rec = json.loads(line)
         except json.JSONDecodeError:
+            rec = None  # a torn line stays as it is (read_results skips it)
+        if not isinstance(rec, dict):
             lines.append(line)
             continue
         metrics = runs_dir / str(rec.get("key")) / "metrics.jsonl"
         config_path = metrics.with_name("config.json")
         if (
-            isinstance(rec, dict)
-            and finished(rec)
+            finished(rec)
             and rec.get("schedule") == "auto"
             and not rec.get("probes")
             and metrics.exists()
@@ -846,7 +847,7 @@ def _auto_rows(runs: list[Run], results: dict[str, dict]) -> dict[str, list[dict
     return rows
 
 
-def probe_decisions(factors: list[float], probes: list[dict]) -> dict[str, float | int]:
+def probe_decisions(factors: list[float], probes: list[dict]) -> dict[str, Any]:
     """How the probes of one run decided, from their candidate losses and multipliers.
 
     ``best`` is the factor with the lowest finite loss. Counts: probes with a finite best;
