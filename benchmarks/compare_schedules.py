@@ -834,14 +834,17 @@ def _drift_section(runs: list[Run], results: dict[str, dict], preset) -> list[st
     return out + [""]
 
 
-def _auto_rows(runs: list[Run], results: dict[str, dict]) -> dict[str, list[dict]]:
-    """Finished automated runs, one row per run configuration, named by all its variants."""
+def _auto_rows(
+    runs: list[Run], results: dict[str, dict], groups: Iterable[str] = ("main", "score", "probe")
+) -> dict[str, list[dict]]:
+    """Finished automated runs of ``groups``, one row per run configuration, named by all its
+    variants."""
     rows: dict[str, list[dict]] = {}
     for run in runs:
         rec = results.get(run.key)
         if not finished(rec) or rec["schedule"] != "auto":
             continue
-        labels = [v.label for v in run.variants if v.group in ("probe", "main", "score")]
+        labels = [v.label for v in run.variants if v.group in groups]
         if labels:
             rows.setdefault(" = ".join(labels), []).append(rec)
     return rows
@@ -889,7 +892,7 @@ def probe_decisions(factors: list[float], probes: list[dict]) -> dict[str, Any]:
 def _probe_section(runs: list[Run], results: dict[str, dict]) -> list[str]:
     """What the probes saw and decided, for the runs whose records keep them."""
     table = []
-    for label, recs in _auto_rows(runs, results).items():
+    for label, recs in _auto_rows(runs, results, GROUPS).items():
         with_probes = [r for r in recs if r.get("probes") and r.get("probe_factors")]
         if not with_probes:
             continue

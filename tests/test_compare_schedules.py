@@ -273,6 +273,8 @@ def test_resume_schema_table_report_only(cs, tmp_path, data_file, capsys):
         "| `main:auto7`, `score:minmax_exp`, `probe:random` | 1/2 | 3 | 0% | 0% | 100% | 3 of 3 "
         "| 0.0000 |"
     ]
+    sens = "## What the probes decided" + readme.split("## What the probes decided")[1]
+    assert "\n| `sensitivity:auto7@1` | 1/2 | 3 |" in sens  # every group's automated runs
     auto7 = next(r for r in latest.values() if r["variant"] == "auto7" and r["seed"] == 0)
     assert auto7["probe_factors"] == [8.0, 4.0, 2.0, 1.0, 0.5, 0.25, 0.125]
     assert [p["step"] for p in auto7["probes"]] == [0, 10, 20]
