@@ -43,6 +43,7 @@ from autolr_jax.schedules import (
     sequential,
     step_lr,
     warmup_cosine,
+    warmup_stable_decay,
 )
 from autolr_jax.transforms._plateau import (
     ReduceOnPlateauHyperparams,
@@ -72,6 +73,7 @@ __all__ = [
     "sequential",
     "step_lr",
     "warmup_cosine",
+    "warmup_stable_decay",
     # transformations
     "ReduceOnPlateauHyperparams",
     "ReduceOnPlateauState",

@@ -18,6 +18,7 @@ from autolr_jax.schedules._cyclic import cyclic_lr, one_cycle_lr
 from autolr_jax.schedules._exponential import exponential_lr
 from autolr_jax.schedules._factor import constant_lr, linear_lr, polynomial_lr
 from autolr_jax.schedules._step import multistep_lr, step_lr
+from autolr_jax.schedules._wsd import warmup_stable_decay
 
 __all__ = [
     "MultiplicativeSchedule",
@@ -36,4 +37,5 @@ __all__ = [
     "sequential",
     "step_lr",
     "warmup_cosine",
+    "warmup_stable_decay",
 ]
