@@ -68,7 +68,8 @@ def warmup_stable_decay(
     - ``t = 0``: ``warmup_start_factor * init_value`` if ``W > 0``, else
       ``init_value`` (also for ``decay_fraction = 1``: the cooldown then starts
       at ``S = 0``, where ``x = 0``).
-    - ``t = W``: ``init_value`` (the warmup ends exactly at its peak).
+    - ``t = W``: ``init_value`` (the warmup ends exactly at its peak), unless
+      ``W = T`` (possible only when ``D = 0``), where ``t >= T`` wins.
     - ``t = S``: ``init_value`` (``x = 0``); the first lowered value is at ``S + 1``.
     - ``t = T - 1``, the last update of the budget: ``end_value + (init_value -
       end_value) * g((D - 1) / D)``, *not* ``end_value``: for ``"linear"``
