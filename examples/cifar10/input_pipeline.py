@@ -2,7 +2,7 @@
 
 Two sources, one destination. tensorflow-datasets' ``cifar10`` (the default, read
 through ``tfds.data_source``, which needs no TensorFlow once the data set is
-prepared) and an image folder or ``.tar.gz`` of one (``--data-dir``) are both
+prepared) and an image folder or ``.tar.gz`` of one (``config.data.data_dir``) are both
 decoded to ``uint8`` NHWC images and integer labels and handed to the same
 :func:`arrays_to_dataset`, which validates them; everything after that (subsets,
 batching, shuffling) is shared. Decoded arrays are cached as ``.npz`` so that the
@@ -50,7 +50,7 @@ _HOW_TO_SUPPLY = (
     "  train/<class>/*.png|jpg  and  test/<class>/*.png|jpg\n"
     f"with the ten class folders {', '.join(CLASS_NAMES)}\n"
     "(a single top-level folder around train/ and test/ is fine, e.g. "
-    "--data-dir ../shared/data/cifar10-jpg.tar.gz), or leave --data-dir unset to use "
+    "--config.data.data_dir=../shared/data/cifar10-jpg.tar.gz), or leave it unset to use "
     "tensorflow-datasets' prepared 'cifar10' (see examples/cifar10/README.md)."
 )
 
@@ -259,7 +259,7 @@ def _find_root(path: Path) -> Path:
     if len(subs) == 1 and all((subs[0] / s).is_dir() for s in SPLITS):
         return subs[0]
     raise DataError(
-        f"--data-dir {path}: found no train/ and test/ folders in it "
+        f"config.data.data_dir {path}: found no train/ and test/ folders in it "
         f"(looked in {path} and in a single sub-folder of it). {_HOW_TO_SUPPLY}"
     )
 
@@ -321,10 +321,10 @@ def _load_tar(path: Path, source: str) -> Dataset:
                 data = tar.extractfile(member).read()
                 pending.append((split, cls, fname, data))
     except Exception as e:  # tarfile raises TarError, OSError, EOFError, even TypeError
-        raise DataError(f"--data-dir {path}: cannot read it as a .tar.gz: {e!r}") from e
+        raise DataError(f"config.data.data_dir {path}: cannot read it as a .tar.gz: {e!r}") from e
     if not any(found.values()):
         raise DataError(
-            f"--data-dir {path}: the archive holds no train/<class>/ or test/<class>/ "
+            f"config.data.data_dir {path}: the archive holds no train/<class>/ or test/<class>/ "
             f"folders (at its top level or inside one top-level folder). {_HOW_TO_SUPPLY}"
         )
     _check_classes(found, str(path))
@@ -375,12 +375,12 @@ def load_image_folder(data_dir: str | os.PathLike, cache_dir: str | None = None)
     """
     path = Path(data_dir).expanduser()
     if not path.exists():
-        raise DataError(f"--data-dir {path} does not exist. {_HOW_TO_SUPPLY}")
+        raise DataError(f"config.data.data_dir {path} does not exist. {_HOW_TO_SUPPLY}")
     source = str(path)
     if path.is_file():
         if not _is_tar_gz(path):
             raise DataError(
-                f"--data-dir {path} is a file but not a .tar.gz archive. {_HOW_TO_SUPPLY}"
+                f"config.data.data_dir {path} is a file but not a .tar.gz archive. {_HOW_TO_SUPPLY}"
             )
         st = path.stat()
         fingerprint = f"v{_CACHE_VERSION}|tar|{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
@@ -447,7 +447,7 @@ def tfds_data_source(data_dir: str | None):
             )
         raise DataError(
             f"tensorflow-datasets 'cifar10' (array_record) could not be loaded from {where}. "
-            f"{hint} Offline, pass --data-dir instead. {_HOW_TO_SUPPLY}\n"
+            f"{hint} Offline, pass --config.data.data_dir instead. {_HOW_TO_SUPPLY}\n"
             f"(tfds said: {type(e).__name__}: {e})"
         ) from e
     return train, test
@@ -516,15 +516,15 @@ def balanced_subset(split: Split, n: int | None, num_classes: int = len(CLASS_NA
     return Split(split.images[take], split.labels[take])
 
 
-def load_dataset(config) -> Dataset:
-    """The data set a config asks for: source, then the subsets."""
-    if config.data_dir:
-        ds = load_image_folder(config.data_dir, config.cache_dir)
+def load_dataset(data) -> Dataset:
+    """The data set a run's ``config.data`` asks for: the source, then the subsets."""
+    if data.data_dir:
+        ds = load_image_folder(data.data_dir, data.cache_dir)
     else:
-        ds = load_tfds(config.tfds_data_dir, config.cache_dir)
+        ds = load_tfds(data.tfds_data_dir, data.cache_dir)
     return Dataset(
-        balanced_subset(ds.train, config.train_subset),
-        balanced_subset(ds.test, config.test_subset),
+        balanced_subset(ds.train, data.train_subset),
+        balanced_subset(ds.test, data.test_subset),
         ds.source,
     )
 
@@ -555,6 +555,13 @@ def probe_indices(n: int, size: int, seed: int, step: int, groups: int = 1) -> n
     """
     idx = np.random.default_rng([seed, 1, step]).choice(n, size * groups, replace=False)
     return np.sort(idx.reshape(groups, size), axis=1).reshape(-1)
+
+
+def bn_batches(split: Split, batch_size: int, seed: int, epoch: int, n: int) -> np.ndarray:
+    """``n`` un-augmented training batches ``[n, batch, H, W, 3]`` (a function of seed, epoch)."""
+    perm = np.random.default_rng([seed, 2, epoch]).permutation(len(split))
+    idx = np.sort(perm[: n * batch_size].reshape(n, batch_size), axis=1)
+    return split.images[idx]
 
 
 def eval_batches(

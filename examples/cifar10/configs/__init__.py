@@ -1,31 +1,33 @@
-"""Presets of the CIFAR-10 example: ``get_config(name)`` returns a :class:`Config`."""
+"""Presets of the CIFAR-10 example, as ``ml_collections`` config files.
+
+Each preset is a file beside this one with a ``get_config()``; pass its path to
+``--config`` (``--config=examples/cifar10/configs/cpu.py``), or get it by name
+with :func:`get_config` (``gpu-short`` and ``gpu_short`` are the same preset).
+"""
 
 from __future__ import annotations
 
-from configs import cpu, default, gpu_short, seed, tuned
-from configs.default import LR_FREE, SCHEDULES, Config
+import importlib
+from pathlib import Path
 
-PRESETS = {
-    "default": default.get_config,
-    "seed": seed.get_config,
-    "tuned": tuned.get_config,
-    "cpu": cpu.get_config,
-    "gpu_short": gpu_short.get_config,
-}
+from ml_collections import config_dict
 
-__all__ = ["Config", "LR_FREE", "PRESETS", "SCHEDULES", "get_config", "preset_names"]
+DIR = Path(__file__).resolve().parent
+PRESETS = ("default", "seed", "tuned", "cpu", "gpu_short")
 
 
-def preset_names() -> list[str]:
-    """Every name ``get_config`` accepts: the presets, and ``gpu-short`` for ``gpu_short``."""
-    names = set(PRESETS)
-    names.update(n.replace("_", "-") for n in PRESETS)
-    return sorted(names)
+def path(name: str) -> Path:
+    """The config file of preset ``name`` (for ``--config``)."""
+    return DIR / f"{_key(name)}.py"
 
 
-def get_config(name: str) -> Config:
-    """The preset called ``name`` (``-`` and ``_`` are interchangeable: ``gpu-short``)."""
+def get_config(name: str) -> config_dict.ConfigDict:
+    """The preset called ``name``."""
+    return importlib.import_module(f"{__name__}.{_key(name)}").get_config()
+
+
+def _key(name: str) -> str:
     key = name.replace("-", "_")
     if key not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-    return PRESETS[key]()
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return key

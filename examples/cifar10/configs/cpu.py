@@ -15,23 +15,18 @@ multistep milestones default to 50% and 75% of the epochs, cosine's period to
 all of them. See examples/cifar10/README.md for measured times and accuracies.
 """
 
-from configs import default
+from examples.cifar10.configs import default
 
 
-def get_config() -> default.Config:
+def get_config():
     config = default.get_config()
-    config.width = 0.125
-    config.train_subset = 10_000
-    config.test_subset = None
+    config.model.width = 0.125
+    config.data.train_subset = 10_000
     config.batch_size = 32
     config.learning_rate = 0.05
     config.epochs = 15
-    config.momentum = 0.0
-    config.nesterov = False
-    config.weight_decay = 0.0
-    config.schedule = "constant"
-    config.step_size = 5
-    config.linear_total_iters = 1
-    config.warmup_epochs = 1
-    config.plateau_patience = 1
+    config.step.step_size = 5
+    config.linear.total_iters = 1
+    config.warmup_cosine.warmup_epochs = 1
+    config.plateau.patience = 1
     return config

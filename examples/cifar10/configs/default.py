@@ -1,213 +1,135 @@
-"""The configuration of a CIFAR-10 run: every field, its default and its meaning.
+"""The defaults of a CIFAR-10 run: every setting, its default and its meaning.
 
-Presets (``seed``, ``tuned``, ``cpu``) start from :func:`get_config` and change a
-few fields; ``main.py`` exposes every field as a command-line flag
-(``--field-name``), so any hyperparameter can be set without editing a file.
+``get_config()`` returns an ``ml_collections.ConfigDict``. The presets beside
+this file (``seed``, ``tuned``, ``cpu``, ``gpu_short``) start from it and set only
+what they change. Any setting is overridden on the command line::
 
-Durations of the schedules (``step_size``, ``milestones``, ``t_max``,
-``warmup_epochs``, ``linear_total_iters``) are always given in epochs.
-``lr_update`` says how often the learning rate changes: ``'epoch'`` (PyTorch's
-usual protocol, ``scheduler.step()`` once per epoch, via ``autolr_jax.per_epoch``)
-or ``'step'`` (the same schedule evaluated at every update, durations converted
-to updates).
+  python -m examples.cifar10.main --config=examples/cifar10/configs/cpu.py \\
+      --config.schedule=auto --config.auto.factors='(4., 1., 0.25)' --workdir=/tmp/run
 
-``alr`` (the ALR tree, ``autolr_jax.alr_tree``) trains ``M * N`` copies of the model
-per epoch; ``prodigy``, ``dog``, ``mechanize`` and ``schedule_free`` are Optax's
-learning-rate-free optimizers (``optax.contrib``), used in place of SGD and its
-schedule; see ``examples/cifar10/README.md`` for what each takes from this config.
+Durations of the fixed schedules (``step.step_size``, ``multistep.milestones``,
+``cosine.t_max``, ``warmup_cosine.warmup_epochs``, ``linear.total_iters``) are in
+epochs. ``lr_update`` says how often a fixed schedule changes the learning rate:
+``'epoch'`` (PyTorch's protocol, ``scheduler.step()`` once per epoch) or
+``'step'`` (the same schedule evaluated at every update); unset, ``'step'`` for
+``one_cycle`` and ``'epoch'`` otherwise.
+
+Each method's settings live in the sub-config of its name (``config.auto``,
+``config.plateau``, ``config.alr``, ``config.prodigy``, ...). The allowed values
+are those of the library function each method calls; ``train.py`` adds only the
+checks that involve two settings.
 """
 
-from __future__ import annotations
+from ml_collections import config_dict
 
-import dataclasses
-from dataclasses import field
-
-SCHEDULES = (
-    "constant",
-    "step",
-    "multistep",
-    "exponential",
-    "linear",
-    "cosine",
-    "warmup_cosine",
-    "one_cycle",
-    "plateau",
-    "auto",
-    "alr",
-    "prodigy",
-    "dog",
-    "mechanize",
-    "schedule_free",
-)
-# The learning-rate-free optimizers (optax.contrib): they replace SGD and its schedule.
-LR_FREE = ("prodigy", "dog", "mechanize", "schedule_free")
+placeholder = config_dict.placeholder
 
 
-def _h(text: str, default=dataclasses.MISSING, default_factory=dataclasses.MISSING):
-    kw = {"metadata": {"help": text}}
-    if default_factory is not dataclasses.MISSING:
-        return field(default_factory=default_factory, **kw)
-    return field(default=default, **kw)
+def get_config() -> config_dict.ConfigDict:
+    """ResNet-18, batch 128, lr 0.1, constant schedule, plain SGD (PyTorch's defaults)."""
+    c = config_dict.ConfigDict()
 
+    # ---- model: ResNet-18 (CIFAR variant); stage widths 64w, 128w, 256w, 512w
+    c.model = config_dict.ConfigDict({"width": 1.0, "stage_sizes": (2, 2, 2, 2)})
 
-@dataclasses.dataclass
-class Config:
-    """All settings of a run (see the module docstring; ``main.py --help`` lists them)."""
-
-    # ---- model
-    width: float = _h("channel multiplier of ResNet-18 (stage widths 64w, 128w, 256w, 512w)", 1.0)
-    stage_sizes: tuple[int, ...] = _h("basic blocks per stage; 2,2,2,2 is ResNet-18", (2, 2, 2, 2))
-
-    # ---- data
-    data_dir: str | None = _h(
-        "image folder or .tar.gz (train/<class>/*.jpg|png, test/<class>/...); "
-        "unset: tensorflow-datasets' cifar10",
-        None,
-    )
-    tfds_data_dir: str | None = _h(
-        "data_dir for tfds (default: TFDS_DATA_DIR or ~/tensorflow_datasets)", None
-    )
-    cache_dir: str | None = _h(
-        "where decoded arrays are cached when the data's own directory is read-only "
-        "(default: $AUTOLR_JAX_CACHE or ~/.cache/autolr_jax)",
-        None,
-    )
-    train_subset: int | None = _h("train on a class-balanced subset of this many images", None)
-    test_subset: int | None = _h("evaluate on a class-balanced subset of this many images", None)
-    augment: bool = _h("random crop (4-pixel padding) and horizontal flip, on device", True)
-
-    # ---- optimisation
-    epochs: int = _h("training epochs", 100)
-    batch_size: int = _h("training batch size (the last partial batch of an epoch is dropped)", 128)
-    eval_batch_size: int = _h("evaluation batch size", 1000)
-    learning_rate: float = _h("initial (peak for one_cycle) learning rate", 0.1)
-    momentum: float = _h("SGD momentum (0: plain SGD, PyTorch's default)", 0.0)
-    nesterov: bool = _h("Nesterov momentum", False)
-    weight_decay: float = _h("L2 weight decay added to the gradient, as torch.optim.SGD", 0.0)
-
-    # ---- schedule
-    schedule: str = _h("learning-rate schedule: " + ", ".join(SCHEDULES), "constant")
-    lr_update: str | None = _h(
-        "'epoch' (change the lr once per epoch, PyTorch's protocol) or 'step' (every "
-        "update); unset: 'step' for one_cycle, 'epoch' otherwise",
-        None,
-    )
-    step_size: int = _h("step: epochs between decays (PyTorch has no default; 30 is common)", 30)
-    gamma: float | None = _h(
-        "step/multistep/exponential decay factor; unset: 0.1 (PyTorch's default for "
-        "step and multistep), 0.95 for exponential (PyTorch has no default)",
-        None,
-    )
-    milestones: tuple[int, ...] | None = _h(
-        "multistep: epochs at which the lr is multiplied by gamma; unset: 50%% and 75%% of epochs",
-        None,
-    )
-    linear_start_factor: float = _h("linear: start factor (PyTorch's default 1/3)", 1.0 / 3.0)
-    linear_end_factor: float = _h("linear: end factor (PyTorch's default 1.0)", 1.0)
-    linear_total_iters: int = _h("linear: epochs of the ramp (PyTorch's default 5)", 5)
-    t_max: int | None = _h("cosine: half-period in epochs; unset: all epochs", None)
-    eta_min: float = _h("cosine/warmup_cosine: minimum lr (PyTorch's default 0)", 0.0)
-    warmup_epochs: int = _h("warmup_cosine: epochs of linear warmup", 5)
-    warmup_start_factor: float | None = _h(
-        "warmup_cosine: lr factor at the first update; unset: the library's default", None
-    )
-    one_cycle_pct_start: float = _h("one_cycle: fraction of the cycle spent rising", 0.3)
-    one_cycle_anneal_strategy: str = _h("one_cycle: 'cos' or 'linear'", "cos")
-    one_cycle_div_factor: float = _h("one_cycle: initial lr = max lr / div_factor", 25.0)
-    one_cycle_final_div_factor: float = _h(
-        "one_cycle: final lr = initial lr / final_div_factor", 1e4
-    )
-    one_cycle_three_phase: bool = _h("one_cycle: three-phase variant", False)
-    plateau_metric: str = _h(
-        "plateau: the once-per-epoch metric fed to reduce_on_plateau: test_loss (what "
-        "PyTorch users pass to scheduler.step(val_loss)), test_accuracy, train_loss",
-        "test_loss",
-    )
-    plateau_mode: str = _h("plateau: 'min' or 'max'", "min")
-    plateau_factor: float = _h("plateau: lr multiplier on a plateau (PyTorch's default 0.1)", 0.1)
-    plateau_patience: int = _h("plateau: epochs without improvement tolerated (default 10)", 10)
-    plateau_threshold: float = _h("plateau: improvement threshold (default 1e-4)", 1e-4)
-    plateau_threshold_mode: str = _h("plateau: 'rel' or 'abs'", "rel")
-    plateau_cooldown: int = _h("plateau: epochs to wait after a cut (default 0)", 0)
-    plateau_min_lr: float = _h("plateau: lower bound of the lr (default 0)", 0.0)
-    auto_factors: tuple[float, ...] = _h("auto: candidate lr factors", (2.0, 1.0, 0.5))
-    auto_every: int | None = _h("auto: updates between probes; unset: once per epoch", None)
-    auto_score: str | None = _h(
-        "auto: score function: minmax_exp, softmax, softmax:T (temperature T), rank_exp; "
-        "unset: the library's default (minmax_exp)",
-        None,
-    )
-    auto_lookahead: int = _h(
-        "auto: updates each candidate takes before it is scored: 1 is the seed's one-step "
-        "probe; k > 1 takes k - 1 more updates on fresh probe batches (the training batch "
-        "with probe_source 'train') and scores on the k-th",
-        1,
-    )
-    auto_strategy: str = _h("auto: 'auto', 'map' or 'vmap' evaluation of the candidates", "auto")
-    auto_chunk_size: int | None = _h("auto: candidates evaluated together under 'map'", None)
-    auto_min_lr: float = _h("auto: lower bound of the lr", 0.0)
-    auto_max_lr: float = _h("auto: upper bound of the lr", float("inf"))
-    probe_batch_size: int = _h("auto: examples in the probe's scoring batch", 32)
-    probe_source: str = _h(
-        "auto: 'random' (a separate random batch of probe_batch_size training images) "
-        "or 'train' (the current training batch)",
-        "random",
+    # ---- data: an image folder or .tar.gz (train/<class>/*.jpg, test/<class>/...); unset
+    # data_dir: tensorflow-datasets' cifar10. Subsets are class-balanced.
+    c.data = config_dict.ConfigDict(
+        {
+            "data_dir": placeholder(str),
+            "tfds_data_dir": placeholder(str),
+            "cache_dir": placeholder(str),
+            "train_subset": placeholder(int),
+            "test_subset": placeholder(int),
+            "augment": True,  # random crop (4-pixel padding) and horizontal flip, on device
+        }
     )
 
-    alr_learning_rates: tuple[float, ...] | None = _h(
-        "alr: the beam's initial learning rates (M of them, best first); unset: "
-        "(learning_rate, learning_rate / 2)",
-        None,
+    # ---- optimisation: torch.optim.SGD (weight decay added to the gradient, then momentum)
+    c.epochs = 100
+    c.batch_size = 128  # global: split over every device; the last partial batch is dropped
+    c.eval_batch_size = 1000
+    c.learning_rate = 0.1  # initial (peak for one_cycle) learning rate
+    c.momentum = 0.0
+    c.nesterov = False
+    c.weight_decay = 0.0
+
+    # ---- the method that sets the learning rate (optimizers.METHODS lists them)
+    c.schedule = "constant"
+    c.lr_update = placeholder(str)
+    c.step = config_dict.ConfigDict({"step_size": 30, "gamma": 0.1})
+    c.multistep = config_dict.ConfigDict({"milestones": placeholder(tuple), "gamma": 0.1})
+    c.exponential = config_dict.ConfigDict({"gamma": 0.95})
+    c.linear = config_dict.ConfigDict({"start_factor": 1 / 3, "end_factor": 1.0, "total_iters": 5})
+    c.cosine = config_dict.ConfigDict({"t_max": placeholder(int), "eta_min": 0.0})
+    c.warmup_cosine = config_dict.ConfigDict(
+        {"warmup_epochs": 5, "warmup_start_factor": placeholder(float), "eta_min": 0.0}
     )
-    alr_factors: tuple[float, ...] = _h("alr: the N branch factors r_n", (2.0, 1.0, 0.5))
-    alr_beam_size: int | None = _h(
-        "alr: children kept after each epoch (K, in [1, M*N]); unset: M", None
+    c.one_cycle = config_dict.ConfigDict(
+        {
+            "pct_start": 0.3,
+            "anneal_strategy": "cos",
+            "div_factor": 25.0,
+            "final_div_factor": 1e4,
+            "three_phase": False,
+        }
     )
-    alr_rank_by: str = _h(
-        "alr: children ranked by their 'mean' training loss over the epoch, or the loss on "
-        "the epoch's 'last' batch (the seed's pseudo-code read literally)",
-        "mean",
+    # reduce_on_plateau, fed once per epoch with `metric`: test_loss, test_accuracy, train_loss
+    c.plateau = config_dict.ConfigDict(
+        {
+            "metric": "test_loss",
+            "mode": "min",
+            "factor": 0.1,
+            "patience": 10,
+            "threshold": 1e-4,
+            "threshold_mode": "rel",
+            "cooldown": 0,
+            "min_lr": 0.0,
+        }
     )
-    alr_strategy: str = _h(
-        "alr: 'auto', 'map' (children one after another) or 'vmap' (all at once)", "auto"
+    # auto_lr around SGD. every unset: once per epoch. score: minmax_exp, softmax, softmax:T,
+    # rank_exp (unset: the library's default). probe_source: 'random' (a separate random batch
+    # of probe_batch_size training images) or 'train' (the training batch itself).
+    c.auto = config_dict.ConfigDict(
+        {
+            "factors": (2.0, 1.0, 0.5),
+            "every": placeholder(int),
+            "score": placeholder(str),
+            "lookahead": 1,
+            "strategy": "auto",
+            "chunk_size": placeholder(int),
+            "min_lr": 0.0,
+            "max_lr": float("inf"),
+            "probe_batch_size": 32,
+            "probe_source": "random",
+        }
     )
-    alr_chunk_size: int | None = _h("alr: children vmapped together under 'map'", None)
-    lr_free_learning_rate: float | None = _h(
-        "prodigy/dog: their learning_rate argument, a multiplier of the step size they "
-        "estimate; unset: 1.0 (the authors' recommendation). mechanize and schedule_free "
-        "use learning_rate (the base SGD's)",
-        None,
+    # The ALR tree: M beam members (learning_rates unset: (lr, lr / 2)) x N factors per epoch.
+    c.alr = config_dict.ConfigDict(
+        {
+            "learning_rates": placeholder(tuple),
+            "factors": (2.0, 1.0, 0.5),
+            "beam_size": placeholder(int),
+            "rank_by": "mean",
+            "strategy": "auto",
+            "chunk_size": placeholder(int),
+        }
     )
-    dog_init_alpha: float = _h(
-        "dog: initial distance r_eps = alpha * (1 + |x0|) (optax's 'heuristic' init_step; "
-        "the authors suggest 1e-4 for models with BatchNorm, 1e-6 otherwise)",
-        1e-4,
-    )
-    mechanize_weight_decay: float = _h(
-        "mechanize: Mechanic's own weight decay (optax's default 1e-2; not weight_decay)", 1e-2
-    )
-    schedule_free_b1: float = _h("schedule_free: interpolation/averaging beta_1 (0.9)", 0.9)
-    schedule_free_warmup_steps: int | None = _h(
-        "schedule_free: updates of linear warmup from 0 to learning_rate; unset: none", None
-    )
-    schedule_free_bn_batches: int = _h(
-        "schedule_free: training batches run in train mode at the evaluation parameters to "
-        "recompute the BatchNorm statistics before each evaluation (as the authors advise; "
-        "0: evaluate with the statistics gathered during training)",
-        50,
+    # The learning-rate-free optimizers of optax.contrib (they replace SGD and its schedule).
+    # prodigy/dog: learning_rate multiplies the step size they estimate (1.0: the authors'
+    # advice); mechanize and schedule_free use config.learning_rate (the base SGD's).
+    c.prodigy = config_dict.ConfigDict({"learning_rate": 1.0})
+    c.dog = config_dict.ConfigDict({"learning_rate": 1.0, "init_alpha": 1e-4})
+    c.mechanize = config_dict.ConfigDict({"weight_decay": 1e-2})
+    # bn_batches: training batches run at the evaluation parameters to refresh BatchNorm.
+    c.schedule_free = config_dict.ConfigDict(
+        {"b1": 0.9, "warmup_steps": placeholder(int), "bn_batches": 50}
     )
 
-    # ---- run
-    resume: bool = _h("continue the run whose checkpoints are in the workdir", False)
-    seed: int = _h("random seed: initialisation, data order, augmentation, probe batches", 0)
-    progress: bool = _h("show a progress bar per epoch", True)
-    checkpoint: bool = _h("write an Orbax checkpoint after every epoch", True)
-    stop_after_epoch: int | None = _h(
-        "stop after this epoch as if interrupted (continue with --resume)", None
-    )
-    plots: bool = _h("write PNG plots at the end", True)
-
-
-def get_config() -> Config:
-    """The defaults: ResNet-18, batch 128, lr 0.1, constant schedule, plain SGD."""
-    return Config()
+    # ---- the run
+    c.seed = 0  # initialisation, data order, augmentation, probe batches
+    c.progress = True  # a progress bar per epoch
+    c.checkpoint = True  # an Orbax checkpoint after every epoch
+    c.stop_after_epoch = placeholder(int)  # stop as if interrupted (continue with --resume)
+    c.plots = True  # PNG plots at the end
+    return c

@@ -28,24 +28,15 @@ written; check ``steps_per_s`` and ``wall_time_s`` in ``metrics.jsonl``):
 * decoding the JPEG archive once (~10 s on a fast CPU), then the cached arrays.
 """
 
-from configs import default
+from examples.cifar10.configs import default
 
 
-def get_config() -> default.Config:
+def get_config():
     config = default.get_config()
-    config.width = 1.0
-    config.train_subset = 10_000
-    config.test_subset = None
-    config.batch_size = 128
-    config.eval_batch_size = 1000
-    config.learning_rate = 0.1
+    config.data.train_subset = 10_000
     config.epochs = 10
-    config.momentum = 0.0
-    config.nesterov = False
-    config.weight_decay = 0.0
-    config.schedule = "constant"
-    config.step_size = 3
-    config.linear_total_iters = 1
-    config.warmup_epochs = 1
-    config.plateau_patience = 1
+    config.step.step_size = 3
+    config.linear.total_iters = 1
+    config.warmup_cosine.warmup_epochs = 1
+    config.plateau.patience = 1
     return config

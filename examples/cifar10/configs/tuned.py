@@ -5,19 +5,14 @@ SGD with Nesterov momentum 0.9, weight decay 5e-4, batch 128, peak learning rate
 random crop and flip.
 """
 
-from configs import default
+from examples.cifar10.configs import default
 
 
-def get_config() -> default.Config:
+def get_config():
     config = default.get_config()
-    config.width = 1.0
-    config.batch_size = 128
-    config.learning_rate = 0.1
-    config.epochs = 100
     config.momentum = 0.9
     config.nesterov = True
     config.weight_decay = 5e-4
     config.schedule = "warmup_cosine"
-    config.warmup_epochs = 5
     config.lr_update = "step"
     return config

@@ -1,0 +1,1 @@
+"""Benchmarks of autolr_jax (``python -m benchmarks.<name>``)."""
