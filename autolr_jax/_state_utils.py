@@ -1,9 +1,10 @@
 """Finding learning-rate-bearing states inside arbitrarily nested optimizer states.
 
-Optax states are nested tuples, ``NamedTuple``s, lists and dicts (``optax.chain``
-gives a tuple, ``optax.multi_transform`` a dict, Flax NNX wraps array leaves in
-``Variable`` objects). The walker here visits that structure without flattening
-it, so a state's own type tells us what it is.
+Optax states are pytrees of tuples, ``NamedTuple``s, lists and dicts
+(``optax.chain`` gives a tuple, ``optax.multi_transform`` a dict, Flax NNX wraps
+array leaves in ``Variable`` objects). ``jax.tree_util`` walks them with an
+``is_leaf`` predicate that stops at the states we look for, so a state's own
+type tells us what it is.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-__all__ = ["current_lr", "map_states", "find_states", "register_lr_state"]
+__all__ = ["current_lr", "find_states", "map_states", "register_lr_state", "with_learning_rate"]
 
 # State classes (NamedTuples) whose ``learning_rate`` field holds the learning
 # rate applied by the last update. Modules register their own state classes.
@@ -39,6 +40,26 @@ def register_lr_state(cls: type) -> type:
         raise TypeError(f"{cls.__name__} has no 'learning_rate' field")
     _LR_STATE_TYPES.append(cls)
     return cls
+
+
+def with_learning_rate(inject_state: Any, lr: Any) -> Any:
+    """An ``optax.inject_hyperparams`` state with its learning rate replaced by float32 ``lr``.
+
+    Only the state's own ``hyperparams['learning_rate']``: unlike
+    ``optax.tree_utils.tree_set(state, learning_rate=lr)``, which replaces every
+    ``learning_rate`` key at any depth, the wrapped optimizer's inner state
+    (which may hold learning rates of its own) is left alone.
+
+    Example:
+      >>> import optax, jax.numpy as jnp
+      >>> from autolr_jax._state_utils import with_learning_rate
+      >>> state = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1).init(jnp.zeros(2))
+      >>> with_learning_rate(state, 0.5).hyperparams["learning_rate"]
+      Array(0.5, dtype=float32)
+    """
+    hyperparams = dict(inject_state.hyperparams)
+    hyperparams["learning_rate"] = jnp.asarray(lr, jnp.float32)
+    return inject_state._replace(hyperparams=hyperparams)
 
 
 def _unwrap(x: Any) -> Any:
@@ -63,49 +84,53 @@ def _lr_of(node: Any) -> tuple[bool, Any]:
     return False, None
 
 
-def _children(node: Any):
-    """Yields (key, child) for container nodes; nothing for leaves."""
-    if isinstance(node, tuple) and hasattr(node, "_fields"):
-        yield from ((f, getattr(node, f)) for f in node._fields)
-    elif isinstance(node, (tuple, list)):
-        yield from enumerate(node)
-    elif isinstance(node, Mapping):
-        yield from node.items()
-    elif hasattr(node, "__dict__") and type(node).__module__.startswith("optax"):
-        # A few optax states are plain classes (e.g. chex dataclasses).
-        yield from vars(node).items()
+def _is_scalar_number(x: Any) -> bool:
+    x = _unwrap(x)
+    if isinstance(x, (bool, np.bool_)):
+        return False
+    if isinstance(x, numbers.Real):
+        return True
+    shape, dtype = getattr(x, "shape", None), getattr(x, "dtype", None)
+    return shape == () and dtype is not None and np.issubdtype(dtype, np.floating)
 
 
-def find_states(
-    tree: Any, predicate: Callable[[Any], bool], _path: tuple = ()
-) -> list[tuple[tuple, Any]]:
-    """All (path, node) with ``predicate(node)``; does not descend into matches."""
-    if predicate(tree):
-        return [(_path, tree)]
-    found = []
-    for key, child in _children(tree):
-        found.extend(find_states(child, predicate, _path + (key,)))
-    return found
+def _restored_lr_of(node: Any) -> tuple[bool, Any]:
+    """(True, lr) for a dict with a scalar ``learning_rate``: a state restored without a target.
+
+    Orbax (``StandardCheckpointer().restore(path)``) and other checkpointers
+    that restore without the state's structure give NamedTuples back as dicts
+    of their fields: a schedule's or plateau state as ``{'learning_rate': ...,
+    ...}``, an injected one as ``{'hyperparams': {'learning_rate': ...}, ...}``.
+    """
+    if isinstance(node, Mapping) and "learning_rate" in node:
+        lr = node["learning_rate"]
+        if _is_scalar_number(lr):
+            return True, _unwrap(lr)
+    return False, None
+
+
+def find_states(tree: Any, predicate: Callable[[Any], bool]) -> list[tuple[tuple, Any]]:
+    """All (key path, node) with ``predicate(node)``, in tree order; not inside matches."""
+    leaves, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=predicate)
+    return [(path, node) for path, node in leaves if predicate(node)]
 
 
 def map_states(tree: Any, predicate: Callable[[Any], bool], fn: Callable[[Any], Any]) -> Any:
-    """Rebuilds ``tree`` with every node matching ``predicate`` replaced by ``fn(node)``."""
-    if predicate(tree):
-        return fn(tree)
-    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
-        return type(tree)(*(map_states(getattr(tree, f), predicate, fn) for f in tree._fields))
-    if isinstance(tree, (tuple, list)):
-        return type(tree)(map_states(c, predicate, fn) for c in tree)
-    if isinstance(tree, Mapping):
-        try:
-            return type(tree)({k: map_states(v, predicate, fn) for k, v in tree.items()})
-        except TypeError:
-            return {k: map_states(v, predicate, fn) for k, v in tree.items()}
-    return tree
+    """``tree`` with every node matching ``predicate`` replaced by ``fn(node)``."""
+    return jax.tree.map(lambda n: fn(n) if predicate(n) else n, tree, is_leaf=predicate)
 
 
 def _format_path(path: tuple) -> str:
-    return "state" + "".join(f"[{k!r}]" if not isinstance(k, str) else f".{k}" for k in path)
+    return "state" + jax.tree_util.keystr(path)
+
+
+def _describe_top(opt_state: Any) -> str:
+    """What the state is made of at the top, for the error message."""
+    kind = type(opt_state).__name__
+    leaves = jax.tree_util.tree_flatten_with_path(opt_state)[0]
+    paths = ", ".join(_format_path(p) for p, _ in leaves[:8])
+    more = f" and {len(leaves) - 8} more" if len(leaves) > 8 else ""
+    return f"a {kind} with {len(leaves)} array leaves ({paths}{more})" if leaves else f"a {kind}"
 
 
 def current_lr(opt_state: Any) -> jax.Array:
@@ -119,6 +144,13 @@ def current_lr(opt_state: Any) -> jax.Array:
     ``opt_state``. Before the first update it returns the learning rate the
     first update will use.
 
+    A state restored from a checkpoint without a target (e.g.
+    ``orbax.checkpoint.StandardCheckpointer().restore(path)``), whose
+    NamedTuples came back as dicts, works too: if none of the states above is
+    found, a dict with a scalar ``learning_rate`` entry is the state (for an
+    injected optimizer, its ``hyperparams`` dict). Restore with a target,
+    ``restore(path, target=tx.init(params))``, to continue training.
+
     Args:
       opt_state: an optimizer state.
 
@@ -126,8 +158,9 @@ def current_lr(opt_state: Any) -> jax.Array:
       The learning rate, a float32 scalar array (traceable: usable inside jit).
 
     Raises:
-      ValueError: if the state holds no learning rate, or more than one
-        (the message lists where each was found).
+      ValueError: if the state holds no learning rate (the message says what
+        was looked for and what the state is made of), or more than one (the
+        message lists where each was found).
 
     Example:
       >>> import optax, jax.numpy as jnp, autolr_jax
@@ -136,14 +169,26 @@ def current_lr(opt_state: Any) -> jax.Array:
       >>> state = tx.init(jnp.zeros(3))
       >>> round(float(autolr_jax.current_lr(state)), 6)
       0.1
+      >>> restored = [None, {"count": 0, "learning_rate": jnp.float32(0.1)}]  # a dict-shaped state
+      >>> round(float(autolr_jax.current_lr(restored)), 6)
+      0.1
     """
+    lr_of = _lr_of
     found = find_states(opt_state, lambda n: _lr_of(n)[0])
     if not found:
+        # Live states never hold such dicts, so this fallback cannot shadow a typed match.
+        lr_of = _restored_lr_of
+        found = find_states(opt_state, lambda n: _restored_lr_of(n)[0])
+    if not found:
         raise ValueError(
-            "current_lr: this optimizer state holds no learning rate. It works on states "
-            "built with autolr_jax transformations (scale_by_lr_schedule, reduce_on_plateau, "
-            "auto_lr) or optax.inject_hyperparams(...)(learning_rate=...); plain optax "
-            "schedules (optax.scale_by_schedule, optax.sgd(schedule)) do not store it."
+            "current_lr: this optimizer state holds no learning rate. It looked, at every "
+            "depth, for the states of autolr_jax transformations (scale_by_lr_schedule, "
+            "reduce_on_plateau, auto_lr), optax.inject_hyperparams(...)(learning_rate=...) "
+            "states and dicts with a scalar 'learning_rate' entry (a state restored without "
+            f"a target), in {_describe_top(opt_state)}. Plain optax schedules "
+            "(optax.scale_by_schedule, optax.sgd(schedule)) do not store the learning rate; "
+            "a checkpoint restored without a target may have lost it: restore with "
+            "restore(path, target=tx.init(params))."
         )
     if len(found) > 1:
         where = ", ".join(_format_path(p) for p, _ in found)
@@ -152,5 +197,5 @@ def current_lr(opt_state: Any) -> jax.Array:
             "it is ambiguous which one to return. Pass the sub-state you mean, "
             "e.g. current_lr(state[1])."
         )
-    lr = _lr_of(found[0][1])[1]
+    lr = lr_of(found[0][1])[1]
     return jnp.asarray(lr, dtype=jnp.float32)
