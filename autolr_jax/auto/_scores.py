@@ -98,7 +98,7 @@ def softmax_score(temperature: float = 1.0) -> ScoreFn:
       >>> [float(s) for s in softmax_score(0.5)(losses, jnp.isfinite(losses))]
       [0.5, 0.5, 0.0]
     """
-    check_real("temperature", temperature, lo=0.0, lo_open=True)
+    check_real("temperature", temperature, lo=0.0, lo_open=True, scalar=True)
     t = float(temperature)
 
     def score(losses: jax.Array, finite: jax.Array) -> jax.Array:

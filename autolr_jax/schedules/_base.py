@@ -25,13 +25,40 @@ INT32_MAX = 2**31 - 1
 _BITS = np.arange(31, dtype=np.int32)
 
 
+def _saturate_on_host(count: Any) -> Any:
+    """A concrete integer count clipped to ``[0, INT32_MAX]`` before JAX sees it.
+
+    Without ``jax_enable_x64``, ``jnp.asarray`` turns an ``np.int64`` into int32
+    by dropping the high bits (``2**32 + 3`` becomes 3) and refuses a Python int
+    above ``INT32_MAX``; clipping first saturates instead, as for traced counts.
+    """
+    if isinstance(count, (bool, np.bool_)):
+        return count  # rejected below with the other non-integers
+    if isinstance(count, int):
+        return min(max(count, 0), INT32_MAX)
+    if isinstance(count, (np.integer, np.ndarray)) and np.issubdtype(count.dtype, np.integer):
+        if np.iinfo(count.dtype).max > INT32_MAX or np.iinfo(count.dtype).min < -INT32_MAX - 1:
+            return np.clip(count, 0, INT32_MAX).astype(np.int32)
+    return count
+
+
 def as_count(count: Any) -> jax.Array:
     """The step count as int32, negative counts as 0 and wider integers saturated.
 
+    Every schedule calls it first, so a count of ``2**31`` or more (an
+    ``np.int64``, a Python int, or an int64 array under ``jax_enable_x64``)
+    gives the value at ``2**31 - 1`` rather than wrapping around.
+
     Raises:
       TypeError: for a non-integer count (a float step count is almost always a bug).
+
+    Example:
+      >>> import numpy as np
+      >>> from autolr_jax.schedules._base import as_count
+      >>> int(as_count(np.int64(2**32 + 3))), int(as_count(-5))
+      (2147483647, 0)
     """
-    count = jnp.asarray(count)
+    count = jnp.asarray(_saturate_on_host(count))
     if not jnp.issubdtype(count.dtype, jnp.integer):
         raise TypeError(f"a schedule takes an integer step count, got dtype {count.dtype}")
     if count.dtype.itemsize > 4 or jnp.issubdtype(count.dtype, jnp.unsignedinteger):

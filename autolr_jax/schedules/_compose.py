@@ -179,21 +179,22 @@ def sequential(schedules: Sequence[optax.Schedule], milestones: Sequence[int]) -
     for i in range(1, len(ms)):
         if ms[i] <= ms[i - 1]:
             raise ValueError(f"milestones must be strictly increasing, got {list(ms)!r}")
+    # Schedules after the last reachable milestone never run.
     reachable = [m for m in ms if m <= INT32_MAX]
-    ms_arr = np.asarray(reachable, dtype=np.int32)
-    offsets = (0, *reachable)
+    parts = [_restarted(s) for s in schedules[: len(reachable) + 1]]
+    # optax.join_schedules gives schedules[i](t - m_i) for m_i <= t < m_{i+1}; our parts
+    # clamp the negative counts it passes to the schedules not selected.
+    joined = optax.join_schedules(parts, reachable)
 
     def schedule(count):
-        count = as_count(count)
-        index = jnp.searchsorted(jnp.asarray(ms_arr), count, side="right")
-        result = None
-        # Schedules after the last reachable milestone never run.
-        for i in reversed(range(len(offsets))):
-            value = f32(schedules[i](jnp.maximum(count - offsets[i], 0)))
-            result = value if result is None else jnp.where(index == i, value, result)
-        return result
+        return joined(as_count(count))
 
     return schedule
+
+
+def _restarted(schedule: optax.Schedule) -> optax.Schedule:
+    """``schedule`` of a count clamped at 0, as float32."""
+    return lambda count: f32(schedule(jnp.maximum(count, 0)))
 
 
 def per_epoch(schedule: optax.Schedule, steps_per_epoch: int) -> optax.Schedule:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, NamedTuple
 
 import jax
@@ -130,7 +131,16 @@ def _step(state: ReduceOnPlateauState, metric: jax.Array) -> ReduceOnPlateauStat
 
 
 def _scalar_metric(name: str, metric: Any) -> jax.Array:
-    """``metric`` as a float32 scalar; ValueError for non-scalars and non-reals."""
+    """``metric`` as a float32 scalar; ValueError for non-scalars and non-reals.
+
+    Only numbers and arrays are metrics: ``None``, strings and containers (a
+    list is a pytree of tracers under ``jit``, whose shape NumPy cannot take)
+    are refused here with a message naming ``name``, not by JAX.
+    """
+    allowed = "a real scalar (a Python number or a 0-d array)"
+    if not isinstance(metric, (numbers.Number, np.ndarray, np.generic, jax.Array)):
+        got = f"a {type(metric).__name__}" if metric is not None else "None"
+        raise ValueError(f"{name} must be {allowed}, got {got}")
     shape = np.shape(metric)
     if shape != ():
         raise ValueError(
@@ -140,13 +150,13 @@ def _scalar_metric(name: str, metric: Any) -> jax.Array:
     try:
         dtype = jnp.result_type(metric)
     except TypeError as e:
-        raise ValueError(f"{name} must be a real scalar, got {metric!r}") from e
+        raise ValueError(f"{name} must be {allowed}, got {metric!r}") from e
     if not (
         jnp.issubdtype(dtype, jnp.floating)
         or jnp.issubdtype(dtype, jnp.integer)
         or jnp.issubdtype(dtype, jnp.bool_)
     ):
-        raise ValueError(f"{name} must be a real scalar, got {metric!r} of dtype {dtype}")
+        raise ValueError(f"{name} must be {allowed}, got {metric!r} of dtype {dtype}")
     return jnp.asarray(metric).astype(jnp.float32)
 
 
@@ -248,15 +258,15 @@ def reduce_on_plateau(
     References:
       ``torch.optim.lr_scheduler.ReduceLROnPlateau``.
     """
-    check_real("learning_rate", learning_rate, lo=0.0, lo_open=True)
+    check_real("learning_rate", learning_rate, lo=0.0, lo_open=True, scalar=True)
     check_choice("mode", mode, ("min", "max"))
-    check_real("factor", factor, lo=0.0, hi=1.0, lo_open=True, hi_open=True)
+    check_real("factor", factor, lo=0.0, hi=1.0, lo_open=True, hi_open=True, scalar=True)
     patience = check_int("patience", patience, lo=0)
-    check_real("threshold", threshold, lo=0.0)
+    check_real("threshold", threshold, lo=0.0, scalar=True)
     check_choice("threshold_mode", threshold_mode, ("rel", "abs"))
     cooldown = check_int("cooldown", cooldown, lo=0)
-    check_real("min_lr", min_lr, lo=0.0)
-    check_real("eps", eps, lo=0.0)
+    check_real("min_lr", min_lr, lo=0.0, scalar=True)
+    check_real("eps", eps, lo=0.0, scalar=True)
     accumulation_size = check_int("accumulation_size", accumulation_size, lo=1, hi=_INT32_MAX)
     # Counters saturate at 2**31 - 1, so larger patience/cooldown mean "never".
     patience = min(patience, _INT32_MAX)
@@ -303,7 +313,7 @@ def reduce_on_plateau(
             mean,
         )
         waiting = state._replace(acc_sum=acc_sum, acc_count=acc_count)
-        new_state = jax.tree.map(lambda a, b: jnp.where(complete, a, b), stepped, waiting)
+        new_state = optax.tree_utils.tree_where(complete, stepped, waiting)
         return updates, new_state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -355,6 +365,8 @@ def report_metric(opt_state: Any, metric: Any) -> Any:
         raise ValueError(
             "report_metric: this optimizer state holds no ReduceOnPlateauState; build the "
             "optimizer with autolr_jax.reduce_on_plateau(...), e.g. "
-            "optax.chain(optax.scale_by_adam(), autolr_jax.reduce_on_plateau(1e-3))."
+            "optax.chain(optax.scale_by_adam(), autolr_jax.reduce_on_plateau(1e-3)). A state "
+            "restored from a checkpoint without a target holds dicts instead: restore with "
+            "restore(path, target=tx.init(params))."
         )
     return new_state

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from autolr_jax._state_utils import register_lr_state
+from autolr_jax._validation import check_real
 
 __all__ = ["ScaleByLRScheduleState", "scale_by_lr_schedule"]
 
@@ -59,9 +60,7 @@ def scale_by_lr_schedule(schedule: optax.Schedule | float) -> optax.GradientTran
       ``optax.scale_by_learning_rate``; ``torch.optim.lr_scheduler.LRScheduler``.
     """
     if not callable(schedule):
-        from autolr_jax._validation import check_real
-
-        check_real("schedule", schedule, lo=0.0)
+        check_real("schedule", schedule, lo=0.0, scalar=True)
         value = schedule
         schedule = lambda count: jnp.asarray(value, jnp.float32)  # noqa: E731
 
