@@ -443,32 +443,6 @@ def test_no_recompilation_across_probes_and_lr_changes():
     assert step._cache_size() == 1
 
 
-def test_checkpoint_round_trip_continues_identically():
-    tx = auto_lr(optax.adam, 0.01, loss_fn=loss_fn, every=3)
-    step = make_step(tx)
-    params = init_params()
-    state = tx.init(params)
-    for t in range(10):
-        params, state, _ = step(params, state, *batches(t))
-    ref_params, ref_state = params, state
-    ref_lrs = []
-    for t in range(10, 20):
-        ref_params, ref_state, _ = step(ref_params, ref_state, *batches(t))
-        ref_lrs.append(float(current_lr(ref_state)))
-
-    # "Save" as host NumPy arrays, "restore" as device arrays.
-    saved = jax.tree.map(np.asarray, (params, state))
-    params, state = jax.tree.map(jnp.asarray, saved)
-    assert isinstance(state, AutoLRState)
-    lrs = []
-    for t in range(10, 20):
-        params, state, _ = step(params, state, *batches(t))
-        lrs.append(float(current_lr(state)))
-    assert lrs == ref_lrs
-    same = jax.tree.map(np.array_equal, (params, state), (ref_params, ref_state))
-    assert all(jax.tree.leaves(same))
-
-
 # --------------------------------------------------------------------------------------------
 # Other optimizers: the lr trajectory replayed through optax.inject_hyperparams gives the same
 # parameters (the returned update is the optimizer's own update at the new lr, and the inner
@@ -556,7 +530,7 @@ GOOD = dict(loss_fn=loss_fn, every=2)
 @pytest.mark.parametrize(
     "args, kwargs, match",
     [
-        ((optax.sgd, 0.1), dict(GOOD, factors=()), "factors must not be empty"),
+        ((optax.sgd, 0.1), dict(GOOD, factors=()), "factors must be a non-empty 1-D sequence"),
         ((optax.sgd, 0.1), dict(GOOD, factors=(2.0, 0.0)), r"factors\[1\]"),
         ((optax.sgd, 0.1), dict(GOOD, factors=(2.0, -1.0)), r"factors\[1\]"),
         ((optax.sgd, 0.1), dict(GOOD, factors=(2.0, float("inf"))), r"factors\[1\]"),

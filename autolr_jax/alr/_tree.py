@@ -20,11 +20,15 @@ import numpy as np
 import optax
 from jax import lax
 
-from autolr_jax._validation import check_choice, check_int, check_real
-from autolr_jax.auto._strategy import (
-    PROBE_STRATEGIES,
-    evaluate_candidates,
-    resolve_probe_strategy,
+from autolr_jax._candidates import PROBE_STRATEGIES, evaluate_candidates, resolve_probe_strategy
+from autolr_jax._state_utils import with_learning_rate
+from autolr_jax._validation import (
+    F32_MAX,
+    F32_TINY,
+    check_choice,
+    check_int,
+    check_positive_sequence,
+    check_strategy,
 )
 
 __all__ = [
@@ -161,13 +165,6 @@ def best_lr(state: ALRState) -> jax.Array:
     return state.learning_rates[0]
 
 
-def _with_lr(opt_state: Any, lr: jax.Array) -> Any:
-    """The optimizer state with its injected learning rate replaced by ``lr``."""
-    hyperparams = dict(opt_state.hyperparams)
-    hyperparams["learning_rate"] = jnp.asarray(lr, jnp.float32)
-    return opt_state._replace(hyperparams=hyperparams)
-
-
 def _all_finite(tree: Any) -> jax.Array:
     leaves = [
         jnp.all(jnp.isfinite(x))
@@ -177,21 +174,16 @@ def _all_finite(tree: Any) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
 
 
-def _check_rates(name: str, values: Any) -> np.ndarray:
-    """Validates a non-empty 1-D sequence of positive finite reals; returns float64."""
-    if isinstance(values, (str, bytes)):
-        raise ValueError(f"{name} must be a non-empty 1-D sequence of reals > 0, got {values!r}")
-    try:
-        arr = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError) as e:
-        raise ValueError(
-            f"{name} must be a non-empty 1-D sequence of reals > 0, got {values!r}"
-        ) from e
-    if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(f"{name} must be a non-empty 1-D sequence of reals > 0, got {values!r}")
-    for i, v in enumerate(arr):
-        check_real(f"{name}[{i}]", float(v), lo=0.0, lo_open=True)
-    return arr
+def _check_children_rates(lrs: np.ndarray, factors: np.ndarray) -> None:
+    """Checks that every child's learning rate ``eta_m * r_n`` is a normal, finite float32."""
+    for i, lr in enumerate(lrs):
+        low, high = lr * factors.min(), lr * factors.max()
+        if not (low >= F32_TINY and high <= F32_MAX):
+            raise ValueError(
+                f"learning_rates[{i}] times every factor must be a normal, finite float32 "
+                f"(in [{F32_TINY}, {F32_MAX}]), got learning_rates[{i}]={lr!r} with factors "
+                f"{factors.tolist()!r}: {low!r} to {high!r}"
+            )
 
 
 def alr_tree(
@@ -266,8 +258,8 @@ def alr_tree(
         ``optax.inject_hyperparams(optimizer_factory, hyperparam_dtype=float32)
         (learning_rate=..., **inner_kwargs)`` so each child's learning rate is
         an array in its optimizer state.
-      factors: the ``N`` scale factors ``r_n``, finite and > 0 (e.g.
-        ``(2.0, 1.0, 0.5)``).
+      factors: the ``N`` scale factors ``r_n``, a 1-D sequence of numbers > 0
+        that are finite and normal in float32 (e.g. ``(2.0, 1.0, 0.5)``).
       beam_size: ``K``, the number of children kept, in ``[1, M * N]``;
         ``None`` keeps as many as the beam has (``M = len(learning_rates)`` given
         to ``init``). With ``K != M`` the beam changes size after the first
@@ -294,7 +286,8 @@ def alr_tree(
 
       * ``init(params, learning_rates, model_state=None) -> ALRState``: the
         initial beam, one member per entry of ``learning_rates`` (``M`` finite
-        reals > 0, best-first order is the order given), each with a copy of
+        reals > 0 whose products with every factor are normal, finite
+        float32s; best-first order is the order given), each with a copy of
         ``params`` and ``model_state`` and a fresh optimizer state.
       * ``epoch(state, batches) -> (ALRState, ALREpochInfo)``: one ALR epoch.
         ``batches`` is a pytree whose leaves share a leading axis ``B >= 1``,
@@ -333,24 +326,14 @@ def alr_tree(
         raise ValueError(f"loss_fn must be callable, got {loss_fn!r}")
     if not callable(optimizer_factory):
         raise ValueError(f"optimizer_factory must be callable, got {optimizer_factory!r}")
-    factors_arr = _check_rates("factors", factors)
+    factors_arr = np.asarray(check_positive_sequence("factors", factors), np.float64)
     n_branches = factors_arr.size
     if beam_size is not None:
         beam_size = check_int("beam_size", beam_size, lo=1)
-    choice_args = (("rank_by", rank_by, RANK_BY), ("strategy", strategy, PROBE_STRATEGIES))
-    for name, value, choices in choice_args:
-        # Strings only: `in` on an array or unhashable value would not give a clean error.
-        if not isinstance(value, str):
-            raise ValueError(f"{name} must be one of {choices!r}, got {value!r}")
-        check_choice(name, value, choices)
-    if chunk_size is not None:
-        chunk_size = check_int("chunk_size", chunk_size, lo=1)
-        if strategy == "vmap":
-            raise ValueError(
-                f"chunk_size must be None with strategy='vmap' (which runs all children at "
-                f"once), got {chunk_size!r}; use strategy='map' to vmap chunk_size children "
-                "at a time"
-            )
+    check_choice("rank_by", rank_by, RANK_BY)
+    chunk_size = check_strategy(
+        strategy, chunk_size, choices=PROBE_STRATEGIES, candidates="children"
+    )
     if not isinstance(has_aux, bool):
         raise ValueError(f"has_aux must be True or False, got {has_aux!r}")
     if "learning_rate" in inner_kwargs:
@@ -374,7 +357,8 @@ def alr_tree(
         return k
 
     def init_fn(params: Any, learning_rates: Sequence[float], model_state: Any = None) -> ALRState:
-        lrs = _check_rates("learning_rates", learning_rates)
+        lrs = np.asarray(check_positive_sequence("learning_rates", learning_rates), np.float64)
+        _check_children_rates(lrs, factors_arr)
         m = lrs.size
         _check_beam("beam_size", m)
         if not has_aux and model_state is not None:
@@ -389,7 +373,7 @@ def alr_tree(
             x = jnp.asarray(x)
             return jnp.broadcast_to(x, (m,) + x.shape)
 
-        opt_state = jax.vmap(lambda lr: _with_lr(optimizer.init(params), lr))(lrs32)
+        opt_state = jax.vmap(lambda lr: with_learning_rate(optimizer.init(params), lr))(lrs32)
         return ALRState(
             params=jax.tree.map(stack, params),
             opt_state=opt_state,
@@ -437,7 +421,7 @@ def alr_tree(
             # Children read their parent's slice directly: no M*N copy of the inputs.
             parent = i // n
             params = _member(state.params, parent)
-            opt_state = _with_lr(_member(state.opt_state, parent), flat_lrs[i])
+            opt_state = with_learning_rate(_member(state.opt_state, parent), flat_lrs[i])
             model_state = _member(state.model_state, parent)
             p, o, s, losses = train_one(params, opt_state, model_state, batches)
             finite = _all_finite(p) & _all_finite(s)

@@ -1,8 +1,8 @@
 """The automated learning-rate scheduler (:func:`auto_lr`), its score functions and state."""
 
+from autolr_jax._candidates import default_probe_strategy, resolve_probe_strategy
 from autolr_jax.auto._auto_lr import AutoLRState, AutoLRTelemetry, auto_lr
 from autolr_jax.auto._scores import minmax_exp_score, rank_exp_score, softmax_score
-from autolr_jax.auto._strategy import default_probe_strategy, resolve_probe_strategy
 
 __all__ = [
     "AutoLRState",

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
-import math
-import numbers
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, NamedTuple
 
@@ -14,13 +13,29 @@ import numpy as np
 import optax
 from jax import lax
 
-from autolr_jax._validation import check_choice, check_int, check_real
-from autolr_jax.auto._scores import ScoreFn, resolve_score
-from autolr_jax.auto._strategy import (
-    PROBE_STRATEGIES,
-    evaluate_candidates,
-    resolve_probe_strategy,
+from autolr_jax._candidates import PROBE_STRATEGIES, evaluate_candidates, resolve_probe_strategy
+from autolr_jax._state_utils import with_learning_rate
+from autolr_jax._validation import (
+    check_int,
+    check_positive_sequence,
+    check_real,
+    check_strategy,
 )
+from autolr_jax.auto._combine import (
+    clamp_level,
+    level_bounds,
+    next_learning_rate,
+    score_candidates,
+    weighted_geometric_mean,
+)
+from autolr_jax.auto._probe import (
+    apply_scaled,
+    as_scalar_loss,
+    check_not_varying,
+    check_stacked,
+    lookahead_loss,
+)
+from autolr_jax.auto._scores import ScoreFn, resolve_score
 
 __all__ = ["AutoLRState", "AutoLRTelemetry", "auto_lr"]
 
@@ -30,23 +45,31 @@ _MISSING = object()
 class AutoLRTelemetry(NamedTuple):
     """What the last probe of :func:`auto_lr` saw, for logging.
 
-    Before the first probe the losses and scores are zeros, the multiplier is 1
-    and ``num_probes`` is 0.
+    Before the first probe the losses and scores are zeros, the multiplier is 1,
+    ``num_probes`` is 0 and ``clamped`` is False.
 
     Attributes:
       losses: float32 ``(N,)``, the candidate losses ``loss_fn(params + f_i * u, batch)``
         in the order of ``factors`` (after the look-ahead updates with
         ``lookahead > 1``; averaged over ``axis_name`` when given).
-      scores: float32 ``(N,)``, the scores used as weights (0 for non-finite losses).
+      scores: float32 ``(N,)``, the scores used as weights (0 for non-finite losses),
+        before their exact power-of-two normalisation.
       multiplier: float32 scalar, the weighted geometric mean of the factors that
         multiplied the learning rate (before clipping to ``[min_lr, max_lr]``).
       num_probes: int32 scalar, the number of probes so far (saturating at 2**31 - 1).
+      clamped: bool scalar, whether the last probe kept the learning rate at the
+        floor (or the ceiling) of :func:`auto_lr`'s level range instead of
+        ``clip(lr * multiplier, min_lr, max_lr)``, or found the learning rate it
+        multiplies outside that range. A run that stays clamped has stopped
+        learning (e.g. its loss is NaN at every candidate); set
+        ``state.hyperparams['learning_rate']`` to restart it.
     """
 
     losses: jax.Array
     scores: jax.Array
     multiplier: jax.Array
     num_probes: jax.Array
+    clamped: jax.Array
 
 
 class AutoLRState(NamedTuple):
@@ -72,28 +95,6 @@ class AutoLRState(NamedTuple):
         next update uses (and that the next probe multiplies).
         """
         return self.inject_state.hyperparams
-
-
-def _check_factors(factors: Any) -> tuple[float, ...]:
-    if isinstance(factors, (str, bytes, numbers.Number)) or factors is None:
-        raise ValueError(f"factors must be a sequence of numbers > 0, got {factors!r}")
-    try:
-        values = list(np.asarray(factors, dtype=object).reshape(-1))
-    except (TypeError, ValueError):
-        raise ValueError(f"factors must be a sequence of numbers > 0, got {factors!r}") from None
-    if not values:
-        raise ValueError(f"factors must not be empty, got {factors!r}")
-    out = []
-    for i, f in enumerate(values):
-        check_real(f"factors[{i}]", f, lo=0.0, lo_open=True)
-        out.append(float(f))
-    if len(set(out)) != len(out):
-        dup = sorted({f for f in out if out.count(f) > 1})
-        raise ValueError(
-            f"factors must be distinct (a repeated factor would silently double its weight in "
-            f"the geometric mean), got {factors!r} with {dup} repeated"
-        )
-    return tuple(out)
 
 
 def _factory_name(optimizer: Any) -> str:
@@ -135,44 +136,6 @@ def _check_optimizer(optimizer: Any, learning_rate: Any, inner_kwargs: dict) -> 
     return name
 
 
-def _apply(params: Any, updates: Any, factor: jax.Array) -> Any:
-    """``optax.apply_updates(params, factor * updates)``, leaf by leaf."""
-
-    def leaf(p, u):
-        if p is None or u is None:
-            return p
-        return jnp.asarray(p + factor * u).astype(jnp.asarray(p).dtype)
-
-    return jax.tree.map(leaf, params, updates, is_leaf=lambda x: x is None)
-
-
-def _varying_axes(x: jax.Array) -> frozenset:
-    """The shard_map axes over which ``x`` varies (empty outside shard_map or unknown)."""
-    typeof = getattr(jax, "typeof", None)
-    if typeof is None:
-        return frozenset()
-    aval = typeof(x)
-    # jax >= 0.9 keeps them in aval.manual_axis_type.varying; 0.6-0.8 in aval.vma.
-    manual = getattr(aval, "manual_axis_type", None)
-    if manual is not None:
-        return frozenset(getattr(manual, "varying", ()))
-    return frozenset(getattr(aval, "vma", ()))
-
-
-def _check_not_varying(losses: jax.Array, axis_name: Hashable | None) -> None:
-    """Rejects candidate losses that still differ across shard_map devices."""
-    varying = _varying_axes(losses)
-    if varying:
-        axes = tuple(sorted(map(str, varying)))
-        given = "" if axis_name is None else f" (axis_name={axis_name!r} does not cover them)"
-        raise ValueError(
-            f"auto_lr: the candidate losses differ across the shard_map axes {axes}{given}, "
-            "so each device would pick its own learning rate. Pass auto_lr(..., "
-            f"axis_name={axes[0] if len(axes) == 1 else axes!r}) to average them, or use "
-            "shard_map(..., check_vma=False) if per-device learning rates are intended."
-        )
-
-
 def auto_lr(
     optimizer: Callable[..., optax.GradientTransformation],
     /,
@@ -204,10 +167,16 @@ def auto_lr(
        of the model in Python);
     3. the losses are scored by ``score`` (default: min-max normalised,
        ``s_i = exp(-x_i)``, see :func:`minmax_exp_score`); a non-finite loss
-       scores 0;
+       scores 0 (a custom score that gives every finite loss 0, e.g. an
+       underflowed ``exp(-L)``, is retried on the losses shifted to a minimum of
+       0, see :func:`autolr_jax.auto._combine.score_candidates`);
     4. ``m = exp(sum(s_i * log f_i) / sum(s_i))``, the score-weighted geometric
-       mean of the factors (the smallest factor if every loss is non-finite or no
-       score is positive), and ``lr <- clip(lr * m, min_lr, max_lr)``;
+       mean of the factors, with the scores first scaled by the power of two
+       that brings their maximum into ``[1, 2)`` (exact, and no change for the
+       built-in scores, whose best candidate scores 1; it keeps huge and tiny
+       custom scores from overflowing), or the smallest factor if every loss is
+       non-finite or no score is positive; then ``lr <- clip(lr * m, min_lr,
+       max_lr)``;
     5. the update returned by that same call uses the new ``lr``: the wrapped
        optimizer's update is *recomputed* at the new ``lr`` from the original
        inner state, so the result is exactly ``optimizer(lr_new).update(...)``
@@ -228,6 +197,16 @@ def auto_lr(
     look-ahead updates use the wrapped optimizer only (transformations before
     ``auto_lr`` in a chain, such as weight decay or clipping, are not applied to
     them) and the same extra ``update`` keyword arguments.
+
+    The learning rate a probe multiplies, and the one it sets, are kept in
+    ``[floor, ceiling]`` where every candidate's learning rate ``lr * f_i`` is
+    a normal, finite float32: ``floor = 2**-126 / min(1, min f)`` (about
+    ``2.4e-38`` for the default factors) and ``ceiling = float32 max / max(1,
+    max f)``. Without the floor a loss that is NaN at every candidate would
+    halve the rate until float32 underflows to exactly 0, from which no
+    multiplier recovers; at the floor ``state.telemetry.clamped`` is True.
+    The floor is far below any learning rate that trains, so it changes no run
+    that does not come near it.
 
     Between probes it is the wrapped optimizer's plain update at the current
     ``lr``. Probe and non-probe updates are branches of one ``lax.cond``, so a
@@ -281,11 +260,14 @@ def auto_lr(
       optimizer: an Optax optimizer *factory* with a ``learning_rate`` argument,
         e.g. ``optax.sgd``, ``optax.adam``, ``optax.adamw``, ``optax.lion``.
         Positional only.
-      learning_rate: the initial learning rate, a number > 0.
+      learning_rate: the initial learning rate, a number > 0 in ``[floor,
+        ceiling]`` (see above: ``learning_rate * f_i`` must be a normal, finite
+        float32 for every factor).
       loss_fn: ``loss_fn(params, batch) -> scalar`` (or ``(scalar, aux)`` with
         ``has_aux=True``); pure and traceable. ``params`` has the structure the
         optimizer sees.
-      factors: the learning-rate factors to probe, distinct, finite, > 0
+      factors: the learning-rate factors to probe, a 1-D sequence of distinct
+        numbers > 0 that are finite and normal in float32
         (the seed's sets: ``(2, 1, 0.5)``, ``(4, 2, 1, 0.5, 0.125)``, ...).
         Distinct because a repeat would silently double a factor's weight.
         Their geometric mean is the multiplier when every candidate scores the
@@ -296,8 +278,9 @@ def auto_lr(
         real scores).
       every: the probe interval, in update calls (e.g. steps per epoch); an
         integer >= 1. Required.
-      min_lr: lower bound of the learning rate, >= 0.
-      max_lr: upper bound of the learning rate, > ``min_lr`` (may be ``inf``).
+      min_lr: lower bound of the learning rate, >= 0 and <= ``ceiling``.
+      max_lr: upper bound of the learning rate, > ``min_lr`` and >= ``floor``
+        (may be ``inf``).
       has_aux: whether ``loss_fn`` returns ``(loss, aux)``; ``aux`` is ignored.
       score: ``"minmax_exp"`` (default, :func:`minmax_exp_score`), ``"softmax"``
         (:func:`softmax_score` with temperature 1), ``"rank_exp"``
@@ -358,38 +341,47 @@ def auto_lr(
       information", Algorithm 1 (Automated learning rate scheduler).
     """
     # --- validation: everything up front, before any tracing -------------------
-    if callable(learning_rate) or isinstance(learning_rate, bool):
+    if callable(learning_rate) or isinstance(learning_rate, (bool, np.bool_)):
         raise ValueError(
             "learning_rate must be the initial learning rate, a number > 0 (auto_lr sets it; "
             f"schedules are not accepted), got {learning_rate!r}"
         )
-    check_real("learning_rate", learning_rate, lo=0.0, lo_open=True)
+    check_real("learning_rate", learning_rate, lo=0.0, lo_open=True, scalar=True)
     _check_optimizer(optimizer, learning_rate, inner_kwargs)
     if loss_fn is None:
         raise ValueError("loss_fn is required: loss_fn(params, batch) -> scalar loss")
     if not callable(loss_fn):
         raise ValueError(f"loss_fn must be callable as loss_fn(params, batch), got {loss_fn!r}")
-    factors = _check_factors(factors)
+    factors = check_positive_sequence("factors", factors, distinct=True)
+    floor, ceiling = level_bounds(factors)
+    if floor > ceiling:
+        raise ValueError(
+            f"factors must span less than float32's range (max / min < 2**254), got {factors!r}"
+        )
+    if not floor <= float(learning_rate) <= ceiling:
+        raise ValueError(
+            f"learning_rate must be in [{floor}, {ceiling}] for factors {factors!r} (every "
+            f"candidate's learning_rate * factor must be a normal, finite float32), "
+            f"got {learning_rate!r}"
+        )
     if every is None:
         raise ValueError(
             "every is required: the probe interval in update calls (e.g. steps per epoch)"
         )
     every = check_int("every", every, lo=1, hi=2**31 - 1)
-    check_real("min_lr", min_lr, lo=0.0)
-    check_real("max_lr", max_lr, lo=float(min_lr), lo_open=True, allow_inf=True)
+    check_real("min_lr", min_lr, lo=0.0, hi=ceiling, scalar=True)
+    check_real("max_lr", max_lr, lo=float(min_lr), lo_open=True, allow_inf=True, scalar=True)
+    if float(max_lr) < floor:
+        raise ValueError(
+            f"max_lr must be >= {floor}, the smallest learning rate auto_lr keeps for factors "
+            f"{factors!r}, got {max_lr!r}"
+        )
     if not isinstance(has_aux, (bool, np.bool_)):
         raise ValueError(f"has_aux must be True or False, got {has_aux!r}")
     score_fn = resolve_score(score)
-    if not isinstance(strategy, str):
-        raise ValueError(f"strategy must be one of {PROBE_STRATEGIES!r}, got {strategy!r}")
-    check_choice("strategy", strategy, PROBE_STRATEGIES)
-    if chunk_size is not None:
-        chunk_size = check_int("chunk_size", chunk_size, lo=1)
-        if strategy == "vmap":
-            raise ValueError(
-                f"chunk_size={chunk_size} bounds how many candidates are evaluated at once, "
-                "which strategy='vmap' (all at once) cannot honour; use strategy='map'"
-            )
+    chunk_size = check_strategy(
+        strategy, chunk_size, choices=PROBE_STRATEGIES, candidates="candidates"
+    )
     if axis_name is not None and not isinstance(axis_name, Hashable):
         raise ValueError(f"axis_name must be a mapped axis name or None, got {axis_name!r}")
     lookahead = check_int("lookahead", lookahead, lo=1, hi=10_000)
@@ -398,8 +390,6 @@ def auto_lr(
     learning_rate = float(learning_rate)
     min_lr, max_lr = float(min_lr), float(max_lr)
     n = len(factors)
-    log_factors = tuple(math.log(f) for f in factors)
-    smallest = min(factors)
 
     def factory(learning_rate):
         return optimizer(learning_rate=learning_rate, **inner_kwargs)
@@ -414,81 +404,12 @@ def auto_lr(
             scores=jnp.zeros((n,), jnp.float32),
             multiplier=jnp.ones((), jnp.float32),
             num_probes=jnp.zeros((), jnp.int32),
+            clamped=jnp.zeros((), jnp.bool_),
         )
         return AutoLRState(inject_state=inner.init(params), telemetry=telemetry)
 
     def scalar_loss(params, batch):
-        out = loss_fn(params, batch)
-        if has_aux:
-            if not isinstance(out, (tuple, list)) or len(out) != 2:
-                raise ValueError(
-                    "auto_lr(has_aux=True): loss_fn must return (loss, aux), got "
-                    f"{type(out).__name__}"
-                )
-            out = out[0]
-        try:
-            loss = jnp.asarray(out)
-        except TypeError:
-            loss = None
-        if loss is None or loss.shape != () or not jnp.issubdtype(loss.dtype, jnp.floating):
-            hint = "" if has_aux else " (if it returns (loss, aux), pass has_aux=True)"
-            what = f"shape {loss.shape} dtype {loss.dtype}" if loss is not None else type(out)
-            raise ValueError(
-                f"auto_lr: loss_fn must return a scalar floating-point loss{hint}, got {what}"
-            )
-        return loss.astype(jnp.promote_types(loss.dtype, jnp.float32))
-
-    def candidate_loss(params, updates, batch, factor):
-        return scalar_loss(_apply(params, updates, factor), batch)
-
-    def check_stacked(batch):
-        sizes = {jnp.shape(x)[0] if jnp.ndim(x) else None for x in jax.tree.leaves(batch)}
-        if sizes != {lookahead}:
-            raise ValueError(
-                f"auto_lr(lookahead={lookahead}): batch must stack {lookahead} batches on a "
-                f"leading axis (every leaf of leading dimension {lookahead}: the look-ahead "
-                f"batches, then the scoring batch), got leading dimensions "
-                f"{sorted(sizes, key=str)}"
-            )
-
-    def lookahead_loss(params, inner_update, lr, batch, factor, extra_args):
-        """The loss of candidate ``factor`` after ``lookahead`` updates at ``lr * factor``."""
-        u, inner_state = inner_update(lr * factor)
-        p = _apply(params, u, jnp.ones((), jnp.float32))
-        # k is small and static: unrolled, so no gradient runs inside a while loop
-        # (XLA:CPU convolution gradients are many times slower there).
-        for j in range(lookahead - 1):
-            step_batch = jax.tree.map(lambda x, j=j: x[j], batch)
-            g = jax.grad(scalar_loss)(p, step_batch)
-            if axis_name is not None:
-                g = lax.pmean(g, axis_name)
-            u, inner_state = inner.update(g, inner_state, p, **extra_args)
-            p = _apply(p, u, jnp.ones((), jnp.float32))
-        return scalar_loss(p, jax.tree.map(lambda x: x[lookahead - 1], batch))
-
-    def combine(losses):
-        finite = jnp.isfinite(losses)
-        try:
-            scores = jnp.asarray(score_fn(losses, finite))
-        except TypeError as e:
-            raise TypeError(
-                f"auto_lr: score {score!r} must be a function score(losses, finite) -> "
-                f"nonnegative scores of shape ({n},): {e}"
-            ) from e
-        if scores.shape != (n,):
-            raise ValueError(
-                f"auto_lr: score {score!r} must return an array of shape ({n},), "
-                f"got shape {scores.shape}"
-            )
-        scores = scores.astype(losses.dtype)
-        usable = finite & jnp.isfinite(scores) & (scores > 0)
-        scores = jnp.where(usable, scores, 0.0)
-        total = jnp.sum(scores)
-        ok = total > 0
-        log_f = jnp.asarray(log_factors, losses.dtype)
-        mean_log = jnp.sum(scores * log_f) / jnp.where(ok, total, 1.0)
-        multiplier = jnp.where(ok, jnp.exp(mean_log), smallest)
-        return scores, multiplier.astype(jnp.float32)
+        return as_scalar_loss(loss_fn(params, batch), has_aux)
 
     def update_fn(updates, state, params=None, *, batch=_MISSING, **extra_args):
         if batch is _MISSING:
@@ -506,26 +427,29 @@ def auto_lr(
         lr = jnp.asarray(inject_state.hyperparams["learning_rate"], jnp.float32)
 
         def inner_update(lr_value):
-            hyperparams = dict(inject_state.hyperparams)
-            hyperparams["learning_rate"] = lr_value
             return inner.update(
-                updates, inject_state._replace(hyperparams=hyperparams), params, **extra_args
+                updates, with_learning_rate(inject_state, lr_value), params, **extra_args
             )
 
         if lookahead > 1:
-            check_stacked(batch)
+            check_stacked(batch, lookahead)
 
         def probe(_):
             factor_array = jnp.asarray(factors, jnp.float32)
+            level = clamp_level(lr, floor, ceiling)
             if lookahead == 1:
-                u, _ = inner_update(lr)
+                u, _ = inner_update(level)
 
                 def loss_at(f):
-                    return candidate_loss(params, u, batch, f)
+                    return scalar_loss(apply_scaled(params, u, f), batch)
             else:
+                inner_step = functools.partial(inner.update, **extra_args)
 
                 def loss_at(f):
-                    return lookahead_loss(params, inner_update, lr, batch, f, extra_args)
+                    u, inner_state = inner_update(level * f)
+                    return lookahead_loss(
+                        scalar_loss, inner_step, params, u, inner_state, batch, lookahead, axis_name
+                    )
 
             losses = evaluate_candidates(
                 loss_at,
@@ -535,14 +459,16 @@ def auto_lr(
             )
             if axis_name is not None:
                 losses = lax.pmean(losses, axis_name)
-            _check_not_varying(losses, axis_name)
-            scores, multiplier = combine(losses)
-            new_lr = jnp.clip(lr * multiplier, min_lr, max_lr).astype(jnp.float32)
+            check_not_varying(losses, axis_name)
+            scores = score_candidates(score_fn, losses, score)
+            multiplier, _ = weighted_geometric_mean(scores, factors)
+            new_lr, clamped = next_learning_rate(level, multiplier, min_lr, max_lr, floor, ceiling)
             telemetry = AutoLRTelemetry(
                 losses=losses.astype(jnp.float32),
                 scores=scores.astype(jnp.float32),
                 multiplier=multiplier,
                 num_probes=optax.safe_increment(jnp.asarray(state.telemetry.num_probes, jnp.int32)),
+                clamped=clamped | (level != lr),
             )
             return new_lr, telemetry
 
@@ -552,6 +478,7 @@ def auto_lr(
                 scores=jnp.asarray(state.telemetry.scores, jnp.float32),
                 multiplier=jnp.asarray(state.telemetry.multiplier, jnp.float32),
                 num_probes=jnp.asarray(state.telemetry.num_probes, jnp.int32),
+                clamped=jnp.asarray(state.telemetry.clamped, jnp.bool_),
             )
             return lr, telemetry
 
@@ -560,11 +487,7 @@ def auto_lr(
         new_updates, new_inject_state = inner_update(new_lr)
         # The float32 learning rate promotes bf16 updates to float32 (as in
         # optax.inject_hyperparams); hand them back in the dtype they came in.
-        new_updates = jax.tree.map(
-            lambda new, old: new if new is None else new.astype(jnp.asarray(old).dtype),
-            new_updates,
-            updates,
-        )
+        new_updates = optax.tree_utils.tree_cast_like(new_updates, updates)
         return new_updates, AutoLRState(inject_state=new_inject_state, telemetry=telemetry)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -1,12 +1,13 @@
-"""How the candidate losses of an :func:`autolr_jax.auto_lr` probe are evaluated.
+"""How N candidates are evaluated inside one jitted computation.
 
-The probe evaluates ``loss_fn`` at N candidate parameter sets that differ only
-by a scalar factor on the update. Two ways of doing that inside one jitted
-computation:
+Both users evaluate one function at N candidates that differ only by a scalar
+(or an index): an :func:`autolr_jax.auto_lr` probe computes the loss at N
+factors of the update, an :func:`autolr_jax.alr_tree` epoch trains its
+``M * N`` children. Two ways of doing that inside one jitted computation:
 
-* ``"vmap"``: ``jax.vmap`` over the factors, one batched forward. Batching over
-  *weights* turns every convolution into a grouped convolution.
-* ``"map"``: ``lax.map`` over the factors, N sequential forwards in one
+* ``"vmap"``: ``jax.vmap`` over the candidates, one batched computation.
+  Batching over *weights* turns every convolution into a grouped convolution.
+* ``"map"``: ``lax.map`` over the candidates, one after another in one
   computation (``chunk_size=k`` vmaps k candidates at a time).
 
 Which is faster depends on the backend; :func:`default_probe_strategy` holds the
@@ -21,7 +22,12 @@ from typing import Any
 import jax
 from jax import lax
 
-__all__ = ["PROBE_STRATEGIES", "default_probe_strategy", "resolve_probe_strategy"]
+__all__ = [
+    "PROBE_STRATEGIES",
+    "default_probe_strategy",
+    "evaluate_candidates",
+    "resolve_probe_strategy",
+]
 
 PROBE_STRATEGIES = ("auto", "vmap", "map")
 
@@ -59,7 +65,7 @@ def default_probe_strategy(backend: str | None = None) -> str:
 def resolve_probe_strategy(
     strategy: str, chunk_size: int | None = None, backend: str | None = None
 ) -> str:
-    """The concrete strategy (``"vmap"`` or ``"map"``) a probe will use.
+    """The concrete strategy (``"vmap"`` or ``"map"``) an evaluation will use.
 
     ``"auto"`` with a ``chunk_size`` resolves to ``"map"``: a chunk size is a
     bound on how many candidates are evaluated at once, which only ``"map"``
@@ -86,18 +92,35 @@ def resolve_probe_strategy(
 
 
 def evaluate_candidates(
-    loss_at: Callable[[jax.Array], jax.Array],
-    factors: jax.Array,
+    fn: Callable[[jax.Array], Any],
+    candidates: jax.Array,
     strategy: str,
     chunk_size: int | None,
 ) -> Any:
-    """Evaluates ``loss_at(f)`` for every factor ``f``; returns the stacked losses."""
+    """Evaluates ``fn(c)`` for every entry ``c`` of ``candidates``, stacked on axis 0.
+
+    Args:
+      fn: a traceable function of one candidate (a factor, an index) to a pytree.
+      candidates: an array with the candidate index on axis 0 (``N`` entries).
+      strategy: ``"vmap"`` or ``"map"`` (resolved, see :func:`resolve_probe_strategy`).
+      chunk_size: with ``"map"``, how many candidates are vmapped at a time
+        (``None`` or 1: one at a time; ``>= N``: all at once, as ``"vmap"``).
+
+    Returns:
+      The outputs of ``fn``, every leaf with a leading axis ``N``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from autolr_jax._candidates import evaluate_candidates
+      >>> evaluate_candidates(lambda f: f * f, jnp.arange(4.0), "map", 3).tolist()
+      [0.0, 1.0, 4.0, 9.0]
+    """
     if strategy == "vmap":
-        return jax.vmap(loss_at)(factors)
-    n = factors.shape[0]
+        return jax.vmap(fn)(candidates)
+    n = candidates.shape[0]
     batch_size = None if chunk_size is None or chunk_size <= 1 else min(chunk_size, n)
     if batch_size == n:
-        return jax.vmap(loss_at)(factors)
+        return jax.vmap(fn)(candidates)
     if batch_size is None:
-        return lax.map(loss_at, factors)
-    return lax.map(loss_at, factors, batch_size=batch_size)
+        return lax.map(fn, candidates)
+    return lax.map(fn, candidates, batch_size=batch_size)
