@@ -7,10 +7,13 @@ skipped oracle is not a pass, so under CI=true a missing torch fails the test.
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# Decoded-data caches of the tests go to a temporary folder, never the user's cache.
+os.environ.setdefault("AUTOLR_JAX_CACHE", tempfile.mkdtemp(prefix="autolr_jax_test_cache_"))
 
 
 def require(module_name: str, reason: str):

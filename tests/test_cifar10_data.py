@@ -8,6 +8,7 @@ source. No training here (see test_cifar10_example.py).
 from __future__ import annotations
 
 import os
+import shutil
 import tarfile
 import time
 from pathlib import Path
@@ -49,8 +50,8 @@ def test_image_folder_and_archive_load_the_same_arrays(tiny_folder, tmp_path):
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(tiny_folder, arcname="cifar10")
     a = ip.load_image_folder(tiny_folder.parent)  # one level of nesting
-    b = ip.load_image_folder(archive)
-    assert (archive.parent / "tiny.tar.gz.arrays.npz").is_file()  # cached beside it
+    b = ip.load_image_folder(archive, cache_dir=str(tmp_path / "cache"))
+    assert len(list((tmp_path / "cache").glob("tiny.tar.gz-*.arrays.npz"))) == 1
     for x, y in ((a.train, b.train), (a.test, b.test)):
         assert x.images.dtype == np.uint8 and x.images.shape[1:] == (32, 32, 3)
         np.testing.assert_array_equal(x.images, y.images)
@@ -63,24 +64,86 @@ def test_image_folder_and_archive_load_the_same_arrays(tiny_folder, tmp_path):
     np.testing.assert_array_equal(a.train.images[a.train.labels == 2][0], png)
     # The second load comes from the cache.
     t = time.perf_counter()
-    c = ip.load_image_folder(archive)
+    c = ip.load_image_folder(archive, cache_dir=str(tmp_path / "cache"))
     assert time.perf_counter() - t < 2.0
     np.testing.assert_array_equal(c.train.images, b.train.images)
 
 
-def test_read_only_source_caches_elsewhere(tiny_folder, tmp_path):
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    archive = ro / "data.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        tar.add(tiny_folder, arcname="cifar10")
-    os.chmod(ro, 0o555)
-    try:
-        ip.load_image_folder(archive, cache_dir=str(tmp_path / "cache"))
-        assert not (ro / "data.tar.gz.arrays.npz").exists()
-        assert len(list((tmp_path / "cache").glob("data.tar.gz-*.arrays.npz"))) == 1
-    finally:
-        os.chmod(ro, 0o755)
+def _archive(folder: Path, path: Path) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(folder, arcname="cifar10")
+    return path
+
+
+def test_cache_never_beside_the_data_and_keyed_by_content(tiny_folder, tmp_path, monkeypatch):
+    """The cache goes to the user's cache directory, however writable the data's folder is;
+    a changed archive (same name, size and modification time) is never served from it."""
+    monkeypatch.setenv("AUTOLR_JAX_CACHE", str(tmp_path / "cache"))
+    src = tmp_path / "src"
+    src.mkdir()
+    archive = _archive(tiny_folder, src / "data.tar.gz")
+    first = ip.load_image_folder(archive)
+    assert sorted(p.name for p in src.iterdir()) == ["data.tar.gz"]  # nothing written beside
+    assert len(list((tmp_path / "cache").glob("data.tar.gz-*.arrays.npz"))) == 1
+    # A different archive under the same name, size and mtime: fewer images in one class.
+    other = tmp_path / "other"
+    shutil.copytree(tiny_folder, other / "cifar10")
+    (other / "cifar10" / "train" / "horse" / "0000.png").unlink()
+    stat = archive.stat()
+    smaller = _archive(other / "cifar10", tmp_path / "smaller.tar.gz").read_bytes()
+    archive.write_bytes(smaller.ljust(stat.st_size, b"\0")[: max(len(smaller), stat.st_size)])
+    os.utime(archive, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    second = ip.load_image_folder(archive)
+    assert len(second.train) == len(first.train) - 1
+
+
+def _damage(data: bytes, rng: np.random.Generator) -> bytes:
+    """4 KiB (or a fifth of a small file) overwritten with random bytes, past the header."""
+    n = min(4096, len(data) // 5)
+    start = int(rng.integers(20, len(data) - n))
+    return data[:start] + rng.bytes(n) + data[start + n :]
+
+
+def test_damaged_archive_is_an_error_never_fewer_images(tiny_folder, tmp_path):
+    """Random damage to an archive: an error naming the file, or (if it missed every
+    member) the full data set; never fewer images, and no cache from a bad read."""
+    good = _archive(tiny_folder, tmp_path / "good.tar.gz").read_bytes()
+    full = ip.load_image_folder(tmp_path / "good.tar.gz", cache_dir=str(tmp_path / "c0"))
+    rng = np.random.default_rng(0)
+    outcomes = []
+    for trial in range(12):
+        path = tmp_path / f"bad{trial}.tar.gz"
+        path.write_bytes(_damage(good, rng))
+        cache = tmp_path / f"cache{trial}"
+        try:
+            ds = ip.load_image_folder(path, cache_dir=str(cache))
+        except ip.DataError as e:
+            assert str(path) in str(e)
+            assert not cache.exists() or not any(cache.iterdir())  # nothing cached
+            outcomes.append("error")
+            continue
+        assert (len(ds.train), len(ds.test)) == (len(full.train), len(full.test))
+        outcomes.append("full")
+    assert "error" in outcomes
+    # A cut-off archive and a tar whose member header is damaged (but gzip intact).
+    (tmp_path / "cut.tar.gz").write_bytes(good[: len(good) // 2])
+    with pytest.raises(ip.DataError, match="damaged or truncated"):
+        ip.load_image_folder(tmp_path / "cut.tar.gz", cache_dir=str(tmp_path / "c1"))
+    import gzip
+
+    raw = bytearray(gzip.decompress(good))
+    with tarfile.open(fileobj=__import__("io").BytesIO(bytes(raw))) as tar:
+        offsets = [m.offset for m in tar.getmembers()]
+    raw[offsets[len(offsets) // 2] : offsets[len(offsets) // 2] + 100] = b"x" * 100
+    (tmp_path / "hdr.tar.gz").write_bytes(gzip.compress(bytes(raw)))
+    with pytest.raises(ip.DataError, match="unexpected end of the archive"):
+        ip.load_image_folder(tmp_path / "hdr.tar.gz", cache_dir=str(tmp_path / "c2"))
+
+
+def test_class_counts(tiny_folder):
+    counts = ip.load_image_folder(tiny_folder).class_counts()
+    assert counts["train"] == dict.fromkeys(CLASSES, 4)
+    assert counts["test"] == dict.fromkeys(CLASSES, 2)
 
 
 def _copy_folder(src: Path, dst: Path) -> Path:
@@ -141,7 +204,7 @@ def test_bad_data_dir_tar(tiny_folder, tmp_path):
         ip.load_image_folder(archive)
     broken = tmp_path / "broken.tar.gz"
     broken.write_bytes(b"\x1f\x8b\x08garbage")
-    with pytest.raises(ip.DataError, match="cannot read it as a .tar.gz"):
+    with pytest.raises(ip.DataError, match="damaged or truncated"):
         ip.load_image_folder(broken)
 
 

@@ -351,6 +351,81 @@ def test_bad_settings(tiny_folder, tmp_path, overrides, message):
         train.train_and_evaluate(config, tmp_path)
 
 
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"model__width": 0.0}, "model.width"),
+        ({"model__width": -1.0}, "model.width"),
+        ({"model__stage_sizes": ()}, "model.stage_sizes"),
+        ({"data__train_subset": 0}, "data.train_subset"),
+        ({"data__test_subset": 0}, "data.test_subset"),
+        ({"auto__every": 0}, "every"),
+        ({"lr_update": "often", "schedule": "cosine"}, "lr_update"),
+    ],
+)
+def test_bad_settings_are_refused_before_any_data_is_read(tmp_path, overrides, message):
+    # The data directory does not exist: the error must be about the setting, not the data.
+    config = tiny_config(tmp_path / "no_data", schedule=overrides.pop("schedule", "auto"),
+                         **overrides)  # fmt: skip
+    with pytest.raises(train.ConfigError, match=message):
+        train.train_and_evaluate(config, tmp_path / "wd")
+
+
+def test_unusable_workdir_is_refused_before_any_data_is_read(tmp_path):
+    config = tiny_config(tmp_path / "no_data", schedule="constant")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(train.ConfigError, match="--workdir .* cannot be created or written"):
+        train.train_and_evaluate(config, tmp_path / "file" / "wd")
+    if os.getuid() == 0:  # root writes through permission bits: use a read-only place
+        unwritable = Path("/proc/self")
+    else:
+        unwritable = tmp_path / "ro"
+        unwritable.mkdir(mode=0o555)
+    with pytest.raises(train.ConfigError, match="cannot be created or written"):
+        train.train_and_evaluate(config, unwritable)
+
+
+def test_nonfinite_loss_stops_the_run_keeping_the_last_good_checkpoint(tiny_folder, tmp_path):
+    """A learning rate that diverges (x1e30 per epoch: NaN in epoch 3): a clear error,
+    the last good epoch's checkpoint kept, the bad one not written."""
+    config = tiny_config(tiny_folder, schedule="step", learning_rate=0.05, step__step_size=1,
+                         step__gamma=1e30, epochs=3, plots=False)  # fmt: skip
+    with pytest.raises(train.Diverged, match="non-finite in epoch 3") as info:
+        train.train_and_evaluate(config, tmp_path)
+    assert [r["epoch"] for r in info.value.history] == [1, 2] and info.value.record["epoch"] == 3
+    assert [r["epoch"] for r in read_metrics(tmp_path)] == [1, 2]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["1", "2"]
+
+
+def test_resume_with_other_epochs_only_where_no_schedule_depends_on_them(tiny_folder, tmp_path):
+    kw = dict(epochs=2, plots=False, stop_after_epoch=1)
+    for schedule, allowed in (("cosine", False), ("constant", True)):
+        wd = tmp_path / schedule
+        train.train_and_evaluate(tiny_config(tiny_folder, schedule=schedule, **kw), wd)
+        longer = tiny_config(tiny_folder, schedule=schedule, epochs=3, plots=False)
+        if allowed:
+            assert len(train.train_and_evaluate(longer, wd, resume=True)) == 3
+        else:
+            with pytest.raises(train.ConfigError, match="shaped by the number of epochs"):
+                train.train_and_evaluate(longer, wd, resume=True)
+
+
+def test_resume_falls_back_to_the_newest_checkpoint_that_restores(tiny_folder, tmp_path, capsys):
+    config = tiny_config(tiny_folder, schedule="constant", epochs=3, plots=False)
+    stopped = tiny_config(tiny_folder, schedule="constant", epochs=3, plots=False,
+                          stop_after_epoch=2)  # fmt: skip
+    straight = train.train_and_evaluate(config, tmp_path / "straight")
+    train.train_and_evaluate(stopped, tmp_path / "wd")
+    # Damage the latest checkpoint's array data (as a torn copy would).
+    for f in (tmp_path / "wd" / "checkpoints" / "2" / "state").rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"\0" * 16)
+    resumed = train.train_and_evaluate(config, tmp_path / "wd", resume=True)
+    out = capsys.readouterr().out
+    assert "epoch 2 does not restore" in out and "after epoch 1 (checkpoint 1)" in out
+    assert strip(resumed) == strip(straight)
+
+
 # --------------------------------------------------------------------------------------
 # alr: its own loop.
 
@@ -474,6 +549,8 @@ def test_command_line_reports_bad_settings(tmp_path):
     assert "does not exist" in result.stderr and "Traceback" not in result.stderr
     result = _run_main([*flags, "--config.schedule=nope"])
     assert result.returncode == 2 and "config.schedule must be one of" in result.stderr
+    result = _run_main([*flags, "--config.learning_rate=inf"])
+    assert result.returncode == 2 and "learning_rate must be finite" in result.stderr
 
 
 def test_presets():

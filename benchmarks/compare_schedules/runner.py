@@ -315,6 +315,12 @@ def execute(
             # resume=True continues a stopped run and starts afresh in an empty workdir.
             history = train_fn(config, workdir, resume=True)
         except Exception as e:  # one failing run must not stop the others
+            if isinstance(getattr(e, "record", None), dict):  # train.Diverged: a result
+                history = [*e.history, e.record]
+                rec = summarize(history, protocol, run, config, time.time() - t0, resumed)
+                append(out, rec)
+                print(f"  {rec['status']} in epoch {len(history)}: {e}")
+                continue
             append(out, _error_record(protocol, run, e, time.time() - t0))
             print(f"  failed: {type(e).__name__}: {e}", file=sys.stderr)
             continue

@@ -138,7 +138,9 @@ def train_and_evaluate(config, workdir: str | Path, resume: bool = False) -> lis
     """``train.train_and_evaluate`` for ``config.schedule == 'alr'``."""
     from tqdm.auto import tqdm
 
-    data, steps_per_epoch = train.load_data(config)
+    # Every setting alr_tree checks, before any data is read.
+    build_tree(config, lambda params, state, batch: (jnp.sum(params), state))
+    data, steps_per_epoch = train.load_data(config, workdir)
     n_classes = len(data.class_names)
     # alr scans over the epoch's batches; on CPU, XLA runs autodiff's convolution gradients
     # inside a loop 20-50x slower unless they are written out (models.loop_safe_conv).
@@ -166,7 +168,7 @@ def train_and_evaluate(config, workdir: str | Path, resume: bool = False) -> lis
             return jax.eval_shape(lambda: alr_epoch(beam, abstract_batches)[0])
         return beam
 
-    log = run_log.RunLog(config, workdir, resume)
+    log = run_log.RunLog(config, workdir, resume, data_summary=train.data_summary(data))
     beam = log.restore(like)
     # Donating the beam saves a copy of it, but only fits when the beam keeps its size.
     epoch_donating, epoch_plain = jax.jit(alr_epoch, donate_argnums=0), jax.jit(alr_epoch)

@@ -15,14 +15,15 @@ inside the jitted train step (see ``train.py``).
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import hashlib
 import importlib.util
 import io
 import os
 import re
-import stat
 import tarfile
 import tempfile
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -43,7 +44,7 @@ CLASS_NAMES = (
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 SPLITS = ("train", "test")
 # Bump when the cached array format changes, so stale caches are rebuilt.
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 
 _HOW_TO_SUPPLY = (
     "Supply CIFAR-10 either as an image folder or a .tar.gz of one, laid out as\n"
@@ -81,6 +82,19 @@ class Dataset:
     test: Split
     source: str  # where the data came from, for the logs
     class_names: tuple[str, ...] = CLASS_NAMES
+
+    def class_counts(self) -> dict[str, dict[str, int]]:
+        """Images per class in each split: what a run reports in its first line."""
+        return {
+            name: dict(
+                zip(
+                    self.class_names,
+                    np.bincount(split.labels, minlength=len(self.class_names)).tolist(),
+                    strict=True,
+                )
+            )
+            for name, split in (("train", self.train), ("test", self.test))
+        }
 
 
 # --------------------------------------------------------------------------------------
@@ -296,13 +310,28 @@ def _load_folder(root: Path, listing: list[tuple[str, str, Path]], source: str) 
 _MEMBER_RE = re.compile(r"^(?:[^/]+/)?(train|test)/([^/]+)/([^/]+)$")
 
 
+def _read_gzip(path: Path) -> bytes:
+    """The whole decompressed archive; any damage is a DataError (gzip's CRC-32 and length).
+
+    Streaming ``tarfile`` does not check the gzip trailer, and takes a damaged tar
+    header for the end of the archive: a damaged copy would load with images missing.
+    """
+    try:
+        with gzip.open(path, "rb") as f:
+            return f.read()  # checks the CRC-32 and the length in the trailer at the end
+    except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
+        raise DataError(
+            f"config.data.data_dir {path}: the .tar.gz is damaged or truncated ({e}); copy it again"
+        ) from e
+
+
 def _load_tar(path: Path, source: str) -> Dataset:
     items: dict[str, list] = {s: [] for s in SPLITS}
     found: dict[str, set[str]] = {s: set() for s in SPLITS}
     pending = []
+    raw = _read_gzip(path)
     try:
-        # Streaming mode: one pass over the gzip stream, no random access needed.
-        with tarfile.open(path, "r|gz") as tar:
+        with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
             for member in tar:
                 name = member.name[2:] if member.name.startswith("./") else member.name
                 m = _MEMBER_RE.match(name)
@@ -319,9 +348,21 @@ def _load_tar(path: Path, source: str) -> Dataset:
                 if fname.startswith(".") or Path(fname).suffix.lower() not in IMAGE_SUFFIXES:
                     continue
                 data = tar.extractfile(member).read()
+                if len(data) != member.size:
+                    raise DataError(f"config.data.data_dir {path}: member {name} is truncated")
                 pending.append((split, cls, fname, data))
+            end = tar.offset
+    except DataError:
+        raise
     except Exception as e:  # tarfile raises TarError, OSError, EOFError, even TypeError
         raise DataError(f"config.data.data_dir {path}: cannot read it as a .tar.gz: {e!r}") from e
+    # tarfile stops at the first header it cannot parse as if the archive ended there; a
+    # real end is followed by nothing but the zero blocks of the end-of-archive marker.
+    if raw[end:].strip(b"\0"):
+        raise DataError(
+            f"config.data.data_dir {path}: unexpected end of the archive at byte {end} of "
+            f"{len(raw)} (a damaged member header); copy it again"
+        )
     if not any(found.values()):
         raise DataError(
             f"config.data.data_dir {path}: the archive holds no train/<class>/ or test/<class>/ "
@@ -341,13 +382,12 @@ def _load_tar(path: Path, source: str) -> Dataset:
     return arrays_to_dataset(*_stack(items, source), source)
 
 
-def _writable(directory: Path) -> bool:
-    # os.access alone says yes to root even for a directory marked read-only (0555),
-    # such as ../shared/data; the owner's write bit expresses the intent.
-    try:
-        return os.access(directory, os.W_OK) and bool(directory.stat().st_mode & stat.S_IWUSR)
-    except OSError:
-        return False
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _is_tar_gz(path: Path) -> bool:
@@ -357,21 +397,22 @@ def _is_tar_gz(path: Path) -> bool:
 def load_image_folder(data_dir: str | os.PathLike, cache_dir: str | None = None) -> Dataset:
     """Loads CIFAR-10 from an image folder or a ``.tar.gz`` of one, caching the arrays.
 
-    The cache is ``<folder>/.cifar10_arrays.npz`` for a folder and
-    ``<archive>.arrays.npz`` beside an archive; where that place is not writable
-    (e.g. the read-only ``../shared/data``), ``cache_dir`` or
-    :func:`default_cache_dir`. A cache is reused only while the source's file
-    sizes and modification times are unchanged.
+    The decoded arrays are cached in ``cache_dir`` (default :func:`default_cache_dir`),
+    never beside the data. The cache of an archive is keyed by the SHA-256 of its
+    bytes, that of a folder by its files' names, sizes and modification times, so a
+    changed source is never served from an old cache; a cache is only written from
+    a source that read cleanly (a damaged archive is an error, never fewer images).
 
     Args:
       data_dir: the folder or archive.
-      cache_dir: where to cache when the source's own directory is read-only.
+      cache_dir: where the decoded arrays are cached.
 
     Returns:
       A :class:`Dataset`.
 
     Raises:
-      DataError: missing path, wrong layout, wrong class names, unreadable images.
+      DataError: missing path, damaged archive, wrong layout, wrong class names,
+        unreadable images.
     """
     path = Path(data_dir).expanduser()
     if not path.exists():
@@ -382,25 +423,19 @@ def load_image_folder(data_dir: str | os.PathLike, cache_dir: str | None = None)
             raise DataError(
                 f"config.data.data_dir {path} is a file but not a .tar.gz archive. {_HOW_TO_SUPPLY}"
             )
-        st = path.stat()
-        fingerprint = f"v{_CACHE_VERSION}|tar|{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
-        beside = path.with_name(path.name + ".arrays.npz")
+        digest = _sha256(path)
+        fingerprint = f"v{_CACHE_VERSION}|tar|{digest}"
         build = lambda: _load_tar(path, source)  # noqa: E731
     else:
         root = _find_root(path)
         listing = _folder_listing(root)
         stats = [(s, c, p.name, p.stat()) for s, c, p in listing]
-        digest = hashlib.sha1(
+        digest = hashlib.sha256(
             repr(sorted((s, c, n, st.st_size, st.st_mtime_ns) for s, c, n, st in stats)).encode()
         ).hexdigest()
         fingerprint = f"v{_CACHE_VERSION}|folder|{root.resolve()}|{digest}"
-        beside = root / ".cifar10_arrays.npz"
         build = lambda: _load_folder(root, listing, source)  # noqa: E731
-    if _writable(beside.parent):
-        cache_file = beside
-    else:
-        key = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
-        cache_file = Path(cache_dir or default_cache_dir()) / f"{path.name}-{key}.arrays.npz"
+    cache_file = Path(cache_dir or default_cache_dir()) / f"{path.name}-{digest[:16]}.arrays.npz"
     return _cached(cache_file, fingerprint, source, build)
 
 

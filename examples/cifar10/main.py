@@ -44,6 +44,9 @@ def main(argv: list[str]) -> int:
     except (input_pipeline.DataError, train.ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except train.Diverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -65,6 +65,8 @@ class Method:
         differ from the trained ones (schedule-free's averaged iterate).
       bn_refresh_batches: with ``eval_params``, the training batches run at the
         evaluation parameters to recompute the BatchNorm statistics.
+      depends_on_epochs: the schedule's shape is a function of ``config.epochs``
+        (cosine's period, one-cycle's length, ...): a resume may not change it.
     """
 
     tx: optax.GradientTransformation
@@ -74,6 +76,7 @@ class Method:
     after_epoch: Callable[[Any, dict], Any] | None = None
     eval_params: Callable[[Any, Any], Any] | None = None
     bn_refresh_batches: int = 0
+    depends_on_epochs: bool = False
 
 
 def _sgd_prefix(config) -> list[optax.GradientTransformation]:
@@ -152,9 +155,19 @@ def build_schedule(config, steps_per_epoch: int) -> optax.Schedule:
     return schedule if per_step else al.per_epoch(schedule, steps_per_epoch)
 
 
+def _depends_on_epochs(config) -> bool:
+    name = config.schedule
+    return (
+        name in ("warmup_cosine", "one_cycle")
+        or (name == "cosine" and config.cosine.t_max is None)
+        or (name == "multistep" and config.multistep.milestones is None)
+    )
+
+
 def _fixed(config, steps_per_epoch, probe_loss_fn) -> Method:
     schedule = build_schedule(config, steps_per_epoch)
-    return Method(optax.chain(*_sgd_prefix(config), al.scale_by_lr_schedule(schedule)))
+    tx = optax.chain(*_sgd_prefix(config), al.scale_by_lr_schedule(schedule))
+    return Method(tx, depends_on_epochs=_depends_on_epochs(config))
 
 
 PLATEAU_METRICS = ("test_loss", "test_accuracy", "train_loss")
@@ -221,7 +234,7 @@ def _auto(config, steps_per_epoch, probe_loss_fn) -> Method:
     pre = [optax.add_decayed_weights(config.weight_decay)] if config.weight_decay else []
     # auto_lr owns the momentum: the candidates are factors of SGD's whole update.
     momentum = {"momentum": config.momentum, "nesterov": config.nesterov} if config.momentum else {}
-    every = a.every or steps_per_epoch
+    every = steps_per_epoch if a.every is None else a.every
     last = al.auto_lr(
         optax.sgd,
         learning_rate=config.learning_rate,

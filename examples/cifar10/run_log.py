@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,18 @@ RESUMABLE_CHANGES = {
 }
 
 
+def prepare_workdir(workdir: str | Path) -> Path:
+    """Creates ``workdir`` and checks that a file can be written there (before any data)."""
+    path = Path(workdir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise ConfigError(f"--workdir {path} cannot be created or written: {e}") from e
+    return path
+
+
 def flat_config(config) -> dict[str, Any]:
     """The configuration as ``{'dotted.name': JSON value}``: what config.json holds."""
     flat = {}
@@ -58,9 +71,16 @@ class RunLog:
     always equals the checkpointed history plus what this run adds.
     """
 
-    def __init__(self, config, workdir: str | Path, resume: bool):
+    def __init__(
+        self, config, workdir: str | Path, resume: bool, epochs_shape_schedule: bool = False,
+        data_summary: dict | None = None,
+    ):  # fmt: skip
+        """Args: ``epochs_shape_schedule``: the method's schedule depends on ``config.epochs``
+        (cosine's period, ...), so a resume may not change it; ``data_summary``: written to
+        ``config.json`` beside the configuration (the source, the images per class)."""
         self.config, self.workdir, self.resume = config, Path(workdir), resume
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.resumable = RESUMABLE_CHANGES - ({"epochs"} if epochs_shape_schedule else set())
+        self.data_summary = data_summary or {}
         self.metrics_path = self.workdir / METRICS_FILE
         self.history: list[dict] = []
         self.start_epoch, self.wall_before, self.t_start = 0, 0.0, time.time()
@@ -81,51 +101,79 @@ class RunLog:
                 f"{self.workdir} already holds checkpoints (epoch {latest}); pass --resume to "
                 "continue that run, or choose an empty --workdir"
             )
-        self._latest = latest
 
     def restore(self, like):
         """The saved state shaped like ``like`` (or ``like`` itself when starting afresh).
 
         ``like`` may be a function of the saved metadata (the ALR beam changes size).
+        The newest checkpoint that restores is used: a damaged one (an interrupted
+        copy, a full disk) is reported and the one before it is tried.
         """
-        if not self.resume or self._latest is None:
+        steps = sorted(self.manager.all_steps(), reverse=True) if self.resume else []
+        if not steps:
             if self.resume:
                 print(f"--resume: no checkpoint in {self.workdir}, starting from scratch")
             self._write_start()
             return like({}) if callable(like) else like
-        ocp = self._ocp
-        meta = self.manager.restore(
-            self._latest, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
-        )["meta"]
-        self._check_same_config(meta["config"])
-        like = like(meta) if callable(like) else like
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-        state = self.manager.restore(
-            self._latest, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
-        )["state"]
-        self.history, self.start_epoch = meta["history"], meta["epoch"]
-        self.wall_before = meta["wall_time_s"]
-        print(f"resuming {self.workdir} after epoch {self.start_epoch}")
-        self._write_start()
-        return state
+        ocp, failures = self._ocp, []
+        for step in steps:
+            try:
+                meta = self.manager.restore(
+                    step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
+                )["meta"]
+            except Exception as e:  # Orbax raises many kinds for a damaged directory
+                failures.append(f"epoch {step}: {type(e).__name__}: {str(e)[:200]}")
+                print(f"--resume: checkpoint of epoch {step} does not restore; trying older")
+                continue
+            self._check_same_config(meta["config"])
+            shaped = like(meta) if callable(like) else like
+            abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, shaped)
+            try:
+                state = self.manager.restore(
+                    step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
+                )["state"]
+            except Exception as e:
+                failures.append(f"epoch {step}: {type(e).__name__}: {str(e)[:200]}")
+                print(f"--resume: checkpoint of epoch {step} does not restore; trying older")
+                continue
+            self.history, self.start_epoch = meta["history"], meta["epoch"]
+            self.wall_before = meta["wall_time_s"]
+            print(f"resuming {self.workdir} after epoch {self.start_epoch} (checkpoint {step})")
+            self._write_start()
+            return state
+        self.close()
+        raise ConfigError(
+            f"--resume: no checkpoint in {self.workdir / 'checkpoints'} restores ("
+            + "; ".join(failures)
+            + ")"
+        )
 
     def _check_same_config(self, saved: dict) -> None:
         now = flat_config(self.config)
         changed = {
             k: (saved.get(k), v)
             for k, v in now.items()
-            if k not in RESUMABLE_CHANGES and saved.get(k) != v
+            if k not in self.resumable and saved.get(k) != v
         }
         if changed:
             self.close()
             diffs = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
-            raise ConfigError(f"--resume with a different configuration ({diffs})")
+            why = ""
+            if "epochs" in changed:
+                why = (
+                    f" (schedule {self.config.schedule!r} is shaped by the number of epochs: "
+                    "a resumed run would follow neither schedule)"
+                )
+            raise ConfigError(f"--resume with a different configuration ({diffs}){why}")
 
     def _write_start(self) -> None:
         with open(self.metrics_path, "w") as f:
             f.writelines(json.dumps(rec) + "\n" for rec in self.history)
-        text = json.dumps(flat_config(self.config), indent=2) + "\n"
-        (self.workdir / "config.json").write_text(text)
+        flat = {
+            **flat_config(self.config),
+            **{f"_data.{k}": v for k, v in self.data_summary.items()},
+        }
+        (self.workdir / "config.json").write_text(json.dumps(flat, indent=2) + "\n")
 
     def wall_time(self) -> float:
         return self.wall_before + time.time() - self.t_start

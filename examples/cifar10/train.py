@@ -24,6 +24,7 @@ The ALR tree trains a beam of models instead of one: ``alr.py``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from examples.cifar10 import input_pipeline, models, optimizers
+from examples.cifar10 import input_pipeline, models, optimizers, run_log
 from examples.cifar10.optimizers import ConfigError
 from examples.cifar10.run_log import RunLog, epoch_record, progress_bar
 
@@ -79,6 +80,18 @@ def check_config(config) -> None:
     for name in ("batch_size", "eval_batch_size"):
         if config[name] % n:
             bad(name, config[name], f"a multiple of the {n} devices the batch is split over")
+    width = config.model.width
+    if not (isinstance(width, (int, float)) and 0 < width < np.inf):
+        bad("model.width", width, "finite and > 0")
+    stages = config.model.stage_sizes
+    if not (stages and all(isinstance(k, int) and k >= 1 for k in stages)):
+        bad("model.stage_sizes", stages, "a non-empty tuple of integers >= 1")
+    for name in ("train_subset", "test_subset"):
+        value = config.data[name]
+        if value is not None and not (isinstance(value, int) and value >= 1):
+            bad(f"data.{name}", value, "an integer >= 1 or unset")
+    if config.schedule != "alr":  # every library check of the method, before any data
+        optimizers.build_method(config, 1, lambda params, batch: 0.0)
 
 
 # --------------------------------------------------------------------------------------
@@ -293,9 +306,19 @@ def evaluate(eval_step, model_state, split, batch_size: int, devices: Devices):
     return loss_sum / len(split), correct / len(split)
 
 
-def load_data(config):
-    """Checks the settings, loads the data; returns (data, steps per epoch)."""
+class Diverged(RuntimeError):
+    """A loss became non-finite: ``history`` holds the epochs before it (checkpointed),
+    ``record`` the epoch in which it happened (not checkpointed)."""
+
+    def __init__(self, message: str, history: list[dict], record: dict):
+        super().__init__(message)
+        self.history, self.record = history, record
+
+
+def load_data(config, workdir):
+    """Checks the settings and the workdir, loads the data; returns (data, steps per epoch)."""
     check_config(config)
+    run_log.prepare_workdir(workdir)
     data = input_pipeline.load_dataset(config.data)
     steps_per_epoch = len(data.train) // config.batch_size
     if steps_per_epoch == 0:
@@ -305,9 +328,21 @@ def load_data(config):
     return data, steps_per_epoch
 
 
+def data_summary(data) -> dict:
+    return {"source": data.source, "class_counts": data.class_counts()}
+
+
 def start_line(config, data, steps_per_epoch: int, lr_update: str) -> str:
+    def per_class(c: dict) -> str:
+        n = set(c.values())
+        return (
+            f"{n.pop()} per class" if len(n) == 1 else ", ".join(f"{k} {v}" for k, v in c.items())
+        )
+
+    counts = {split: per_class(c) for split, c in data.class_counts().items()}
     return (
-        f"CIFAR-10 from {data.source}: {len(data.train)} train / {len(data.test)} test images; "
+        f"CIFAR-10 from {data.source}: {len(data.train)} train ({counts['train']}) / "
+        f"{len(data.test)} test images ({counts['test']}); "
         f"ResNet-18 width {config.model.width}; schedule {config.schedule} ({lr_update}); "
         f"{steps_per_epoch} steps/epoch on {jax.device_count()} device(s)"
     )
@@ -399,7 +434,7 @@ def train_and_evaluate(config, workdir: str | Path, resume: bool = False) -> lis
 
         return alr.train_and_evaluate(config, workdir, resume)
 
-    data, steps_per_epoch = load_data(config)
+    data, steps_per_epoch = load_data(config, workdir)
     devices = Devices.all()
     n_classes = len(data.class_names)
     model_gd = nnx.split(nnx.eval_shape(lambda: make_model(config, n_classes)))[0]
@@ -430,7 +465,7 @@ def train_and_evaluate(config, workdir: str | Path, resume: bool = False) -> lis
         jnp.copy, jax.jit(lambda ms: nnx.state(make_optimizer(ms)))(model_state)
     )
     rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)
-    log = RunLog(config, workdir, resume)
+    log = RunLog(config, workdir, resume, method.depends_on_epochs, data_summary(data))
     state = log.restore({"model": model_state, "opt": opt_state, "rng": rng})
     state = devices.replicate(state)
     lr_update = (
@@ -489,6 +524,15 @@ def train_and_evaluate(config, workdir: str | Path, resume: bool = False) -> lis
             (t0, train_time, eval_time),
             log.wall_time(),
         )
+        if not (math.isfinite(rec["train_loss"]) and math.isfinite(rec["test_loss"])):
+            log.close()
+            raise Diverged(
+                f"the loss became non-finite in epoch {epoch + 1} (train {rec['train_loss']}, "
+                f"test {rec['test_loss']}); not checkpointed: the last good checkpoint is epoch "
+                f"{epoch} (lower config.learning_rate)",
+                log.history,
+                rec,
+            )
         log.end_epoch(state, rec)
         if config.stop_after_epoch is not None and epoch + 1 >= config.stop_after_epoch:
             break
