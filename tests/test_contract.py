@@ -226,3 +226,24 @@ def test_current_lr_on_plain_state_explains():
 def test_current_lr_reads_inject_hyperparams():
     tx = optax.chain(optax.clip(1.0), optax.inject_hyperparams(optax.adam)(learning_rate=0.25))
     assert float(al.current_lr(tx.init(init_params()))) == 0.25
+
+
+def _as_restored(tree):
+    """``tree`` as a checkpointer restores it without a target: NamedTuples as dicts of
+    their fields, tuples as lists, arrays as NumPy arrays (what orbax's
+    ``StandardCheckpointer().restore(path)`` gives; tests/test_bad_input.py does the
+    real round trip)."""
+    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
+        return {f: _as_restored(getattr(tree, f)) for f in tree._fields}
+    if isinstance(tree, (tuple, list)):
+        return [_as_restored(x) for x in tree]
+    if isinstance(tree, dict):
+        return {k: _as_restored(v) for k, v in tree.items()}
+    return tree if tree is None else np.asarray(tree)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_current_lr_reads_a_state_restored_without_target(case):
+    state = _chain(case).init(init_params())
+    restored = _as_restored(state)
+    assert float(al.current_lr(restored)) == float(al.current_lr(state))

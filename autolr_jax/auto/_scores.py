@@ -7,9 +7,15 @@ A score function has the signature ``score(losses, finite) -> scores``:
   infinite and must not influence the others).
 * ``finite``: bool array of shape ``(N,)``, ``jnp.isfinite(losses)``.
 * returns: an array of shape ``(N,)`` of nonnegative weights, larger for better
-  candidates. Only their ratios matter. ``auto_lr`` forces to 0 every score
-  that belongs to a non-finite loss or is itself negative, NaN or infinite;
-  when no positive score is left, the multiplier is the smallest factor.
+  candidates. Only their ratios matter: ``auto_lr`` scales them by the power of
+  two that brings their maximum into ``[1, 2)`` (exact), so a common scale, huge
+  or tiny, neither overflows nor underflows the weighted mean. It forces to 0
+  every score that belongs to a non-finite loss or is itself negative, NaN or
+  infinite. If that leaves no positive score although some loss is finite (a
+  score that underflowed, e.g. ``exp(-L)`` with ``L > 104`` in float32), the
+  score is evaluated once more on the losses shifted so that the best finite
+  loss is 0; when still no positive score is left, the multiplier is the
+  smallest factor.
 
 It runs inside ``jit`` (and under ``lax.cond``), so it must be written with
 ``jax.numpy`` and be traceable. ``auto_lr`` then sets the learning-rate
