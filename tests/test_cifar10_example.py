@@ -28,7 +28,7 @@ from conftest import IN_CI
 from test_cifar10_data import write_folder
 
 import autolr_jax as al
-from examples.cifar10 import configs, models, optimizers, train
+from examples.cifar10 import configs, input_pipeline, models, optimizers, train
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = ROOT.parent / "shared" / "data" / "cifar10-jpg.tar.gz"
@@ -673,7 +673,7 @@ def test_augment_crops_and_flips():
     import jax.numpy as jnp
 
     x = jnp.arange(2 * 6 * 6 * 3, dtype=jnp.int32).reshape(2, 6, 6, 3).astype(jnp.uint8)
-    outs = [np.asarray(train.augment(x, jax.random.PRNGKey(i), pad=2)) for i in range(20)]
+    outs = [np.asarray(input_pipeline.augment(x, jax.random.PRNGKey(i), pad=2)) for i in range(20)]
     padded = np.pad(np.asarray(x), ((0, 0), (2, 2), (2, 2), (0, 0)))
     for out in outs:
         for b in range(2):

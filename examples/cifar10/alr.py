@@ -19,7 +19,7 @@ import optax
 from flax import nnx
 
 import autolr_jax as al
-from examples.cifar10 import input_pipeline, run_log, train
+from examples.cifar10 import input_pipeline, run_log, sharding, train
 from examples.cifar10.optimizers import ConfigError
 
 
@@ -48,9 +48,9 @@ def make_loss(model_gd: nnx.GraphDef, augment: bool):
     def loss_fn(params, model_state, batch):
         images, labels, key = batch
         if augment:
-            images = train.augment(images, key)
+            images = input_pipeline.augment(images, key)
         model = nnx.merge(model_gd, params, model_state["batch_stats"])
-        logits = model(train.normalize(images), train=True)
+        logits = model(input_pipeline.normalize(images), train=True)
         loss = train.cross_entropy(logits, labels).mean()
         correct = jnp.sum(jnp.argmax(logits, -1) == labels).astype(jnp.int32)
         return loss, {
@@ -183,7 +183,7 @@ def train_and_evaluate(config, workdir: str | Path, resume: bool = False) -> lis
             config, data, steps_per_epoch, "lr: the beam's best child, chosen per epoch"
         )
     )
-    eval_step, devices = train.make_eval_step(model_gd), train.Devices.all()
+    eval_step, devices = train.make_eval_step(model_gd), sharding.Devices.all()
     for epoch in range(log.start_epoch, config.epochs):
         t0 = time.time()
         m = int(beam.learning_rates.shape[0])

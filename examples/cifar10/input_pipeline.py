@@ -8,8 +8,8 @@ decoded to ``uint8`` NHWC images and integer labels and handed to the same
 batching, shuffling) is shared. Decoded arrays are cached as ``.npz`` so that the
 second run starts in seconds.
 
-Augmentation and normalisation are not done here: they run on the accelerator,
-inside the jitted train step (see ``train.py``).
+Augmentation and normalisation (:func:`augment`, :func:`normalize`) are jax functions:
+they run on the accelerator, inside the jitted train step (see ``train.py``).
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 CLASS_NAMES = (
@@ -615,3 +617,34 @@ def eval_batches(
             labels = np.concatenate([labels, np.zeros(pad, np.int32)])
             mask[k:] = 0.0
         yield images, labels, mask
+
+
+# --------------------------------------------------------------------------------------
+# On the accelerator, inside the jitted train step.
+
+# Per-channel statistics of the CIFAR-10 training set (official binary release).
+MEAN = np.array([0.4914, 0.4822, 0.4465], np.float32) * 255.0
+STD = np.array([0.2470, 0.2435, 0.2616], np.float32) * 255.0
+
+
+def normalize(images: jax.Array) -> jax.Array:
+    """uint8 NHWC -> float32, standardised per channel."""
+    return (images.astype(jnp.float32) - MEAN) / STD
+
+
+def augment(images: jax.Array, key: jax.Array, pad: int = 4) -> jax.Array:
+    """Random crop after zero-padding by ``pad`` pixels, and random horizontal flip.
+
+    torchvision's ``RandomCrop(32, padding=4)`` + ``RandomHorizontalFlip()``, on
+    device: a crop offset and a coin per image.
+    """
+    b, h, w, c = images.shape
+    k_y, k_x, k_flip = jax.random.split(key, 3)
+    padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    dy = jax.random.randint(k_y, (b,), 0, 2 * pad + 1)
+    dx = jax.random.randint(k_x, (b,), 0, 2 * pad + 1)
+    crop = jax.vmap(lambda im, y, x: jax.lax.dynamic_slice(im, (y, x, 0), (h, w, c)))(
+        padded, dy, dx
+    )
+    flip = jax.random.bernoulli(k_flip, 0.5, (b,))
+    return jnp.where(flip[:, None, None, None], crop[:, :, ::-1], crop)

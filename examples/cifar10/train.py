@@ -12,18 +12,14 @@ jitted functions merge them, run, and split again (the pattern of Flax's
 performance guide). The learning rate lives in the optimizer state as an array,
 so changing it never recompiles anything.
 
-Data parallel: the batch is sharded over a ``jax.sharding.Mesh`` of every device
-(axis ``'data'``), the state is replicated, and XLA's SPMD partitioner does the
-rest (BatchNorm statistics and the probe's losses are over the global batch).
-With several processes, call ``jax.distributed.initialize()`` first: every
-process computes the same global batch indices and feeds its own rows.
+Data parallel on every device (``sharding.py``): batches sharded over a mesh,
+the state replicated, under plain ``jax.jit``.
 
 The ALR tree trains a beam of models instead of one: ``alr.py``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from pathlib import Path
@@ -33,16 +29,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from examples.cifar10 import input_pipeline, models, optimizers, run_log
+from examples.cifar10.input_pipeline import augment, normalize
 from examples.cifar10.optimizers import ConfigError
 from examples.cifar10.run_log import RunLog, epoch_record, progress_bar
-
-# Per-channel statistics of the CIFAR-10 training set (official binary release).
-MEAN = np.array([0.4914, 0.4822, 0.4465], np.float32) * 255.0
-STD = np.array([0.2470, 0.2435, 0.2616], np.float32) * 255.0
+from examples.cifar10.sharding import Devices
 
 # --------------------------------------------------------------------------------------
 # Settings that involve more than one field (the library checks each of its own).
@@ -109,29 +101,6 @@ def make_model(config, num_classes: int, loop_safe_conv: bool = False) -> models
         rngs=nnx.Rngs(key),
         loop_safe_conv=loop_safe_conv,
     )
-
-
-def normalize(images: jax.Array) -> jax.Array:
-    """uint8 NHWC -> float32, standardised per channel."""
-    return (images.astype(jnp.float32) - MEAN) / STD
-
-
-def augment(images: jax.Array, key: jax.Array, pad: int = 4) -> jax.Array:
-    """Random crop after zero-padding by ``pad`` pixels, and random horizontal flip.
-
-    torchvision's ``RandomCrop(32, padding=4)`` + ``RandomHorizontalFlip()``, on
-    device: a crop offset and a coin per image.
-    """
-    b, h, w, c = images.shape
-    k_y, k_x, k_flip = jax.random.split(key, 3)
-    padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    dy = jax.random.randint(k_y, (b,), 0, 2 * pad + 1)
-    dx = jax.random.randint(k_x, (b,), 0, 2 * pad + 1)
-    crop = jax.vmap(lambda im, y, x: jax.lax.dynamic_slice(im, (y, x, 0), (h, w, c)))(
-        padded, dy, dx
-    )
-    flip = jax.random.bernoulli(k_flip, 0.5, (b,))
-    return jnp.where(flip[:, None, None, None], crop[:, :, ::-1], crop)
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -262,35 +231,6 @@ def make_eval_step(model_gd: nnx.GraphDef):
         return loss, correct
 
     return jax.jit(eval_step)
-
-
-# --------------------------------------------------------------------------------------
-# Devices.
-
-
-@dataclasses.dataclass(frozen=True)
-class Devices:
-    """Every device of every process in one mesh: batches sharded, the state replicated."""
-
-    mesh: jax.sharding.Mesh
-
-    @classmethod
-    def all(cls) -> Devices:
-        return cls(jax.sharding.Mesh(np.asarray(jax.devices()), ("data",)))
-
-    def shard(self, *arrays: np.ndarray):
-        """Global batches (the same on every process) split over the devices on axis 0."""
-        return tuple(self._put(a, P("data")) for a in arrays)
-
-    def replicate(self, tree):
-        return jax.tree.map(lambda a: self._put(np.asarray(a), P()), tree)
-
-    def _put(self, a: np.ndarray, spec: P):
-        sharding = NamedSharding(self.mesh, spec)
-        if spec == P():
-            return jax.make_array_from_process_local_data(sharding, a, a.shape)
-        rows = np.array_split(a, jax.process_count())[jax.process_index()]
-        return jax.make_array_from_process_local_data(sharding, rows, a.shape)
 
 
 def evaluate(eval_step, model_state, split, batch_size: int, devices: Devices):
