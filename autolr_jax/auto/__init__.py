@@ -1,15 +1,20 @@
 """The automated learning-rate scheduler (:func:`auto_lr`), its score functions and state."""
 
 from autolr_jax._candidates import default_probe_strategy, resolve_probe_strategy
-from autolr_jax.auto._auto_lr import AutoLRState, AutoLRTelemetry, auto_lr
+from autolr_jax.auto._auto_lr import AutoLRControl, AutoLRState, AutoLRTelemetry, auto_lr
+from autolr_jax.auto._rules import DECISIONS, armijo_rule, parabola_rule
 from autolr_jax.auto._scores import minmax_exp_score, rank_exp_score, softmax_score
 
 __all__ = [
+    "DECISIONS",
+    "AutoLRControl",
     "AutoLRState",
     "AutoLRTelemetry",
+    "armijo_rule",
     "auto_lr",
     "default_probe_strategy",
     "minmax_exp_score",
+    "parabola_rule",
     "rank_exp_score",
     "resolve_probe_strategy",
     "softmax_score",

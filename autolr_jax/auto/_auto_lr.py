@@ -35,9 +35,17 @@ from autolr_jax.auto._probe import (
     check_stacked,
     lookahead_loss,
 )
+from autolr_jax.auto._rules import (
+    DECISIONS,
+    call_rule,
+    guard_level,
+    resolve_rule,
+    search_factor,
+    search_grid,
+)
 from autolr_jax.auto._scores import ScoreFn, resolve_score
 
-__all__ = ["AutoLRState", "AutoLRTelemetry", "auto_lr"]
+__all__ = ["AutoLRControl", "AutoLRState", "AutoLRTelemetry", "auto_lr"]
 
 _MISSING = object()
 
@@ -63,6 +71,19 @@ class AutoLRTelemetry(NamedTuple):
         multiplies outside that range. A run that stays clamped has stopped
         learning (e.g. its loss is NaN at every candidate); set
         ``state.hyperparams['learning_rate']`` to restart it.
+      decision: int32 scalar, what the rule decided at the last probe, a code of
+        :data:`autolr_jax.auto.DECISIONS` (``"seed"``, ``"accept"``,
+        ``"backoff"``, ``"stay"``, ``"move"``, ``"guard"``, ``"search"``, ...); 0
+        before the first probe.
+      loss0: float32 scalar, the loss at the current parameters on the probe
+        batch at the last probe, ``loss_fn(params, batch)``; 0 where nothing
+        needs it (``rule="seed"`` without guard or search).
+      level: float32 scalar, the level the last probe set (the learning rate
+        before the ``schedule`` shape; without a schedule, the learning rate).
+      search_losses: float32 ``(G,)``, the losses of the first probe's wide
+        search (``initial_search=True``) in the order of its grid, largest
+        factor first; shape ``(0,)`` without the search. At that probe
+        ``losses`` and ``scores`` stay zeros.
     """
 
     losses: jax.Array
@@ -70,6 +91,36 @@ class AutoLRTelemetry(NamedTuple):
     multiplier: jax.Array
     num_probes: jax.Array
     clamped: jax.Array
+    decision: jax.Array
+    loss0: jax.Array
+    level: jax.Array
+    search_losses: jax.Array
+
+
+class AutoLRControl(NamedTuple):
+    """What :func:`auto_lr` remembers between probes besides the learning rate.
+
+    Attributes:
+      level: float32, the automated level; the applied learning rate is ``level
+        * schedule(count)`` (with ``schedule=None`` the applied learning rate
+        *is* the level, and ``state.hyperparams['learning_rate']`` is what the
+        probe multiplies; this field then only mirrors it). With a schedule,
+        assign ``state.control.level`` (``state._replace(control=...)``) to
+        restart the level.
+      last_loss0: float32, the loss at the parameters of the last probe (0
+        before the first probe or when not computed).
+      before_rise: float32, the level before the last probe that raised it.
+      rose: bool, whether the last probe raised the level.
+      peaked: bool, whether ``schedule`` has reached 1 (its peak) at some update:
+        with ``probe_during_decay=False`` probing stops once the shape falls
+        below 1 after that.
+    """
+
+    level: jax.Array
+    last_loss0: jax.Array
+    before_rise: jax.Array
+    rose: jax.Array
+    peaked: jax.Array
 
 
 class AutoLRState(NamedTuple):
@@ -81,10 +132,13 @@ class AutoLRState(NamedTuple):
         rate used by the last update (before the first update: the initial one);
         its ``count`` (int32) is the number of updates so far.
       telemetry: an :class:`AutoLRTelemetry` describing the last probe.
+      control: an :class:`AutoLRControl`: the level, and what the do-no-harm
+        guard and ``probe_during_decay`` need.
     """
 
     inject_state: Any
     telemetry: AutoLRTelemetry
+    control: AutoLRControl
 
     @property
     def hyperparams(self) -> dict[str, jax.Array]:
@@ -136,6 +190,50 @@ def _check_optimizer(optimizer: Any, learning_rate: Any, inner_kwargs: dict) -> 
     return name
 
 
+def _check_schedule(schedule: Any) -> optax.Schedule | None:
+    """``schedule`` checked: None, or a callable of the count whose value at 0 is in [0, 1]."""
+    if schedule is None:
+        return None
+    if not callable(schedule):
+        raise ValueError(
+            "schedule must be None or an Optax schedule of the update count with values in "
+            f"[0, 1] (the budget shape, e.g. warmup_stable_decay(1.0, total_steps)), got "
+            f"{schedule!r}"
+        )
+    try:
+        first = np.asarray(schedule(jnp.zeros((), jnp.int32)))
+    except Exception as e:  # noqa: BLE001 - any failure means it is not a schedule
+        raise ValueError(
+            f"schedule must be callable as schedule(count) -> a number in [0, 1], "
+            f"but schedule(0) raised {type(e).__name__}: {e}"
+        ) from None
+    if (
+        first.shape != ()
+        or not np.issubdtype(first.dtype, np.number)
+        or not (0.0 <= float(first) <= 1.0)
+    ):
+        raise ValueError(
+            "schedule must return a scalar in [0, 1] (a shape: the learning rate is "
+            f"level * schedule(count)), got schedule(0) = {first!r}"
+        )
+    return schedule
+
+
+def _shape_at(schedule: optax.Schedule, count: Any) -> jax.Array:
+    """``schedule(count)`` as float32, clipped to [0, 1] (NaN: 0, no update)."""
+    value = jnp.asarray(schedule(jnp.asarray(count, jnp.int32)), jnp.float32).reshape(())
+    return jnp.where(jnp.isnan(value), 0.0, jnp.clip(value, 0.0, 1.0)).astype(jnp.float32)
+
+
+def _slope(grads: Any, updates: Any) -> jax.Array:
+    """``<g, u>`` in float32 over every leaf: the loss's slope along ``u`` (< 0: descent)."""
+    parts = [
+        jnp.vdot(jnp.asarray(g, jnp.float32).ravel(), jnp.asarray(u, jnp.float32).ravel())
+        for g, u in zip(jax.tree.leaves(grads), jax.tree.leaves(updates), strict=True)
+    ]
+    return sum(parts, jnp.zeros((), jnp.float32))
+
+
 def auto_lr(
     optimizer: Callable[..., optax.GradientTransformation],
     /,
@@ -152,6 +250,13 @@ def auto_lr(
     chunk_size: int | None = None,
     axis_name: Hashable | None = None,
     lookahead: int = 1,
+    rule: str | Callable[..., Any] = "seed",
+    schedule: optax.Schedule | None = None,
+    probe_during_decay: bool = True,
+    initial_search: bool = False,
+    search_safety: float = 4.0,
+    guard: bool | None = None,
+    guard_tolerance: float = 0.05,
     **inner_kwargs: Any,
 ) -> optax.GradientTransformationExtraArgs:
     """Wraps an Optax optimizer so that its learning rate is set by probing factors of it.
@@ -385,6 +490,43 @@ def auto_lr(
     if axis_name is not None and not isinstance(axis_name, Hashable):
         raise ValueError(f"axis_name must be a mapped axis name or None, got {axis_name!r}")
     lookahead = check_int("lookahead", lookahead, lo=1, hi=10_000)
+    rule_name, rule_fn = resolve_rule(rule)
+    if rule_name == "armijo" and lookahead > 1:
+        raise ValueError(
+            f"rule='armijo' compares one-step candidates with the slope <g, u>; it needs "
+            f"lookahead=1, got lookahead={lookahead!r}"
+        )
+    schedule = _check_schedule(schedule)
+    for flag_name, flag in (
+        ("probe_during_decay", probe_during_decay),
+        ("initial_search", initial_search),
+    ):
+        if not isinstance(flag, (bool, np.bool_)):
+            raise ValueError(f"{flag_name} must be True or False, got {flag!r}")
+    if guard is not None and not isinstance(guard, (bool, np.bool_)):
+        raise ValueError(
+            f"guard must be True, False or None (on unless rule='seed'), got {guard!r}"
+        )
+    check_real("search_safety", search_safety, lo=1.0, hi=1e4, scalar=True)
+    check_real("guard_tolerance", guard_tolerance, lo=0.0, scalar=True)
+    guard = rule_name != "seed" if guard is None else bool(guard)
+    initial_search = bool(initial_search)
+    probe_during_decay = bool(probe_during_decay)
+    search_safety, guard_tolerance = float(search_safety), float(guard_tolerance)
+    grid = search_grid() if initial_search else ()
+    if initial_search:
+        # The level must also leave every grid candidate's rate normal and finite.
+        g_floor, g_ceiling = level_bounds(grid)
+        floor, ceiling = max(floor, g_floor), min(ceiling, g_ceiling)
+        if not floor <= float(learning_rate) <= ceiling:
+            raise ValueError(
+                f"learning_rate must be in [{floor}, {ceiling}] with initial_search=True (every "
+                f"search candidate's learning_rate * 10**k, |k| <= 4, must be a normal, finite "
+                f"float32), got {learning_rate!r}"
+            )
+    # loss0 = loss_fn(params, batch), one forward more per probe, when a rule needs it.
+    needs_loss0 = guard or initial_search or rule_name != "seed"
+    backoff = min(1.0, min(factors))
 
     has_aux = bool(has_aux)
     learning_rate = float(learning_rate)
@@ -405,8 +547,25 @@ def auto_lr(
             multiplier=jnp.ones((), jnp.float32),
             num_probes=jnp.zeros((), jnp.int32),
             clamped=jnp.zeros((), jnp.bool_),
+            decision=jnp.zeros((), jnp.int32),
+            loss0=jnp.zeros((), jnp.float32),
+            level=jnp.asarray(learning_rate, jnp.float32),
+            search_losses=jnp.zeros((len(grid),), jnp.float32),
         )
-        return AutoLRState(inject_state=inner.init(params), telemetry=telemetry)
+        control = AutoLRControl(
+            level=jnp.asarray(learning_rate, jnp.float32),
+            last_loss0=jnp.zeros((), jnp.float32),
+            before_rise=jnp.asarray(learning_rate, jnp.float32),
+            rose=jnp.zeros((), jnp.bool_),
+            peaked=jnp.zeros((), jnp.bool_),
+        )
+        inject_state = inner.init(params)
+        if schedule is not None:
+            # The first update's learning rate: level * shape(0).
+            inject_state = with_learning_rate(
+                inject_state, jnp.float32(learning_rate) * _shape_at(schedule, 0)
+            )
+        return AutoLRState(inject_state=inject_state, telemetry=telemetry, control=control)
 
     def scalar_loss(params, batch):
         return as_scalar_loss(loss_fn(params, batch), has_aux)
@@ -424,7 +583,16 @@ def auto_lr(
                 "tx.update(grads, state, params, batch=batch)"
             )
         inject_state = state.inject_state
-        lr = jnp.asarray(inject_state.hyperparams["learning_rate"], jnp.float32)
+        control = state.control
+        tel = state.telemetry
+        count = jnp.asarray(inject_state.count, jnp.int32)
+        if schedule is None:
+            # The injected learning rate is the level (users may assign it).
+            lr = jnp.asarray(inject_state.hyperparams["learning_rate"], jnp.float32)
+            shape_t = None
+        else:
+            lr = jnp.asarray(control.level, jnp.float32)
+            shape_t = _shape_at(schedule, count)
 
         def inner_update(lr_value):
             return inner.update(
@@ -433,9 +601,9 @@ def auto_lr(
 
         if lookahead > 1:
             check_stacked(batch, lookahead)
+        score_batch = batch if lookahead == 1 else jax.tree.map(lambda x: x[-1], batch)
 
         def probe(_):
-            factor_array = jnp.asarray(factors, jnp.float32)
             level = clamp_level(lr, floor, ceiling)
             if lookahead == 1:
                 u, _ = inner_update(level)
@@ -443,6 +611,7 @@ def auto_lr(
                 def loss_at(f):
                     return scalar_loss(apply_scaled(params, u, f), batch)
             else:
+                u = None
                 inner_step = functools.partial(inner.update, **extra_args)
 
                 def loss_at(f):
@@ -451,43 +620,147 @@ def auto_lr(
                         scalar_loss, inner_step, params, u, inner_state, batch, lookahead, axis_name
                     )
 
-            losses = evaluate_candidates(
-                loss_at,
-                factor_array,
-                resolve_probe_strategy(strategy, chunk_size),
-                chunk_size,
-            )
-            if axis_name is not None:
-                losses = lax.pmean(losses, axis_name)
-            check_not_varying(losses, axis_name)
-            scores = score_candidates(score_fn, losses, score)
-            multiplier, _ = weighted_geometric_mean(scores, factors)
+            def candidate_losses(candidates):
+                losses = evaluate_candidates(
+                    loss_at,
+                    jnp.asarray(candidates, jnp.float32),
+                    resolve_probe_strategy(strategy, chunk_size),
+                    chunk_size,
+                )
+                if axis_name is not None:
+                    losses = lax.pmean(losses, axis_name)
+                check_not_varying(losses, axis_name)
+                return losses
+
+            if needs_loss0:
+                loss0 = scalar_loss(params, score_batch).astype(jnp.float32)
+                slope = _slope(updates, u) if u is not None else jnp.float32(jnp.nan)
+                if axis_name is not None:
+                    loss0 = lax.pmean(loss0, axis_name)
+                    slope = lax.pmean(slope, axis_name)
+            else:
+                loss0 = jnp.zeros((), jnp.float32)
+                slope = None
+
+            def regular(_):
+                losses = candidate_losses(factors)
+                if rule_fn is None:
+                    scores = score_candidates(score_fn, losses, score)
+                    multiplier, ok = weighted_geometric_mean(scores, factors)
+                    decision = jnp.where(
+                        ok, jnp.int32(DECISIONS["seed"]), jnp.int32(DECISIONS["seed_fallback"])
+                    )
+                else:
+                    scores = jnp.zeros((n,), jnp.float32)
+                    multiplier, decision = call_rule(
+                        rule_fn,
+                        losses.astype(jnp.float32),
+                        jnp.asarray(factors, jnp.float32),
+                        loss0,
+                        slope,
+                        min(factors),
+                    )
+                return (
+                    losses.astype(jnp.float32),
+                    scores.astype(jnp.float32),
+                    jnp.asarray(tel.search_losses, jnp.float32),
+                    multiplier,
+                    decision,
+                )
+
+            def search(_):
+                grid_losses = candidate_losses(grid).astype(jnp.float32)
+                multiplier, decision = search_factor(grid_losses, grid, loss0, search_safety)
+                zeros = jnp.zeros((n,), jnp.float32)
+                return zeros, zeros, grid_losses, multiplier, decision
+
+            num_probes = jnp.asarray(tel.num_probes, jnp.int32)
+            if initial_search:
+                # Two candidate sets, two shapes: both compiled once, inside one jit.
+                first = num_probes == 0
+                losses, scores, search_losses, multiplier, decision = lax.cond(
+                    first, search, regular, None
+                )
+            else:
+                first = jnp.zeros((), jnp.bool_)
+                losses, scores, search_losses, multiplier, decision = regular(None)
             new_lr, clamped = next_learning_rate(level, multiplier, min_lr, max_lr, floor, ceiling)
+            if guard:
+                guarded_lr, guarded = guard_level(
+                    level,
+                    new_lr,
+                    loss0,
+                    control.last_loss0,
+                    control.before_rise,
+                    control.rose & ~first,
+                    guard_tolerance,
+                    backoff,
+                )
+                guarded = guarded & ~first
+                guarded_lr, guard_clamped = next_learning_rate(
+                    guarded_lr, jnp.float32(1.0), min_lr, max_lr, floor, ceiling
+                )
+                new_lr = jnp.where(guarded, guarded_lr, new_lr)
+                clamped = jnp.where(guarded, guard_clamped, clamped)
+                decision = jnp.where(guarded, jnp.int32(DECISIONS["guard"]), decision)
             telemetry = AutoLRTelemetry(
-                losses=losses.astype(jnp.float32),
-                scores=scores.astype(jnp.float32),
+                losses=losses,
+                scores=scores,
                 multiplier=multiplier,
-                num_probes=optax.safe_increment(jnp.asarray(state.telemetry.num_probes, jnp.int32)),
+                num_probes=optax.safe_increment(num_probes),
                 clamped=clamped | (level != lr),
+                decision=decision.astype(jnp.int32),
+                loss0=loss0,
+                level=new_lr,
+                search_losses=search_losses,
             )
-            return new_lr, telemetry
+            rose = new_lr > level
+            new_control = AutoLRControl(
+                level=new_lr,
+                last_loss0=loss0,
+                before_rise=jnp.where(rose, level, jnp.asarray(control.before_rise, jnp.float32)),
+                rose=rose,
+                peaked=jnp.asarray(control.peaked, jnp.bool_),
+            )
+            return new_lr, telemetry, new_control
 
         def skip(_):
             telemetry = AutoLRTelemetry(
-                losses=jnp.asarray(state.telemetry.losses, jnp.float32),
-                scores=jnp.asarray(state.telemetry.scores, jnp.float32),
-                multiplier=jnp.asarray(state.telemetry.multiplier, jnp.float32),
-                num_probes=jnp.asarray(state.telemetry.num_probes, jnp.int32),
-                clamped=jnp.asarray(state.telemetry.clamped, jnp.bool_),
+                losses=jnp.asarray(tel.losses, jnp.float32),
+                scores=jnp.asarray(tel.scores, jnp.float32),
+                multiplier=jnp.asarray(tel.multiplier, jnp.float32),
+                num_probes=jnp.asarray(tel.num_probes, jnp.int32),
+                clamped=jnp.asarray(tel.clamped, jnp.bool_),
+                decision=jnp.asarray(tel.decision, jnp.int32),
+                loss0=jnp.asarray(tel.loss0, jnp.float32),
+                level=jnp.asarray(tel.level, jnp.float32),
+                search_losses=jnp.asarray(tel.search_losses, jnp.float32),
             )
-            return lr, telemetry
+            new_control = AutoLRControl(
+                level=lr,
+                last_loss0=jnp.asarray(control.last_loss0, jnp.float32),
+                before_rise=jnp.asarray(control.before_rise, jnp.float32),
+                rose=jnp.asarray(control.rose, jnp.bool_),
+                peaked=jnp.asarray(control.peaked, jnp.bool_),
+            )
+            return lr, telemetry, new_control
 
-        is_probe = jnp.asarray(inject_state.count, jnp.int32) % every == 0
-        new_lr, telemetry = lax.cond(is_probe, probe, skip, None)
-        new_updates, new_inject_state = inner_update(new_lr)
+        is_probe = count % every == 0
+        if shape_t is not None and not probe_during_decay:
+            # The cooldown: the shape has been at its peak and is below it now.
+            is_probe = is_probe & ~(jnp.asarray(control.peaked, jnp.bool_) & (shape_t < 1))
+        new_lr, telemetry, new_control = lax.cond(is_probe, probe, skip, None)
+        if shape_t is None:
+            applied = new_lr
+        else:
+            applied = (new_lr * shape_t).astype(jnp.float32)
+            new_control = new_control._replace(peaked=new_control.peaked | (shape_t >= 1))
+        new_updates, new_inject_state = inner_update(applied)
         # The float32 learning rate promotes bf16 updates to float32 (as in
         # optax.inject_hyperparams); hand them back in the dtype they came in.
         new_updates = optax.tree_utils.tree_cast_like(new_updates, updates)
-        return new_updates, AutoLRState(inject_state=new_inject_state, telemetry=telemetry)
+        return new_updates, AutoLRState(
+            inject_state=new_inject_state, telemetry=telemetry, control=new_control
+        )
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
