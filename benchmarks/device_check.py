@@ -69,18 +69,6 @@ SCHEMA = "autolr_jax/device_check/v1"
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cifar10-jpg.tar.gz"
 SCHEDULES = ("constant", "cosine", "auto")
-CLASS_NAMES = (
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-)
 # The smoke test's ResNet: width 1/16, two stages of one block (compiles in about a second).
 SMOKE_WIDTH, SMOKE_STAGES = 1 / 16, (1, 1)
 # What a first measurement of a kind is assumed to take, before one has been seen (s).
@@ -475,20 +463,10 @@ def _derive(p: dict, case: dict, sgd_mem: dict | None) -> None:
 
 
 def write_smoke_data(root: Path, train_per_class: int = 4, test_per_class: int = 2) -> Path:
-    """A tiny CIFAR-10-shaped image folder: ``{train,test}/<class>/NNNN.png``, 32x32 RGB."""
-    from PIL import Image
+    """A tiny CIFAR-10-shaped image folder (the example's synthetic one)."""
+    from examples.cifar10 import input_pipeline
 
-    rng = np.random.default_rng(0)
-    for split, n in (("train", train_per_class), ("test", test_per_class)):
-        for c, name in enumerate(CLASS_NAMES):
-            folder = root / split / name
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                # A class colour plus noise: something to learn.
-                colour = np.array([(c * 25) % 256, (c * 70) % 256, (255 - c * 25) % 256])
-                img = np.clip(colour + rng.normal(0, 40, (32, 32, 3)), 0, 255).astype(np.uint8)
-                Image.fromarray(img, "RGB").save(folder / f"{i:04d}.png")
-    return root
+    return input_pipeline.write_synthetic_folder(root, train_per_class, test_per_class)
 
 
 def make_config(schedule: str, data_dir: str, smoke: bool, cache_dir: str | None = None):

@@ -22,21 +22,9 @@ from examples.cifar10 import input_pipeline as ip
 CLASSES = ip.CLASS_NAMES
 
 
-def write_folder(root: Path, n_train: int = 4, n_test: int = 2, size: int = 32) -> Path:
+def write_folder(root: Path, n_train: int = 4, n_test: int = 2) -> Path:
     """A CIFAR-10-shaped image folder with random PNG and JPEG images; returns ``root``."""
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for split, n in (("train", n_train), ("test", n_test)):
-        for c, cls in enumerate(CLASSES):
-            d = root / split / cls
-            d.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                # A class-dependent tint, so the labels are learnable at all.
-                img = rng.integers(0, 128, (size, size, 3)) + 12 * c
-                ext = "png" if i % 2 == 0 else "jpg"
-                Image.fromarray(img.astype(np.uint8)).save(d / f"{i:04d}.{ext}")
-    return root
+    return ip.write_synthetic_folder(root, n_train, n_test)
 
 
 @pytest.fixture(scope="module")

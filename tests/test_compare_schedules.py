@@ -17,7 +17,6 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 from conftest import IN_CI, require
 
@@ -553,18 +552,10 @@ def test_import_probes_only_from_exact_reruns(tmp_path, data_file, no_plots):
     assert any(f"--import-probes {reruns}" in c for c in commands)
 
 
-def _write_folder(root: Path, n_train: int = 4, n_test: int = 2) -> Path:
-    from PIL import Image
+def _write_folder(root: Path) -> Path:
+    from examples.cifar10 import input_pipeline
 
-    rng = np.random.default_rng(0)
-    for split, n in (("train", n_train), ("test", n_test)):
-        for c, cls in enumerate(CLASSES):
-            d = root / split / cls
-            d.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                img = rng.integers(0, 128, (32, 32, 3)) + 12 * c
-                Image.fromarray(img.astype(np.uint8)).save(d / f"{i:04d}.png")
-    return root
+    return input_pipeline.write_synthetic_folder(root)
 
 
 @pytest.mark.skipif(not IN_CI, reason="trains the real example (compilation: ~30 s); CI only")

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import device_check as dc
+from examples.cifar10.input_pipeline import CLASS_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
 STRATEGIES = ("map", "map_chunk2", "vmap")
@@ -104,9 +105,9 @@ def test_smoke_data_is_the_example_format(smoke):
     out, _ = smoke
     root = out / "smoke_data"
     for split, n in (("train", 4), ("test", 2)):
-        assert sorted(p.name for p in (root / split).iterdir()) == sorted(dc.CLASS_NAMES)
+        assert sorted(p.name for p in (root / split).iterdir()) == sorted(CLASS_NAMES)
         assert sorted(p.name for p in (root / split / "cat").iterdir()) == [
-            f"{i:04d}.png" for i in range(n)
+            f"{i:04d}.{'png' if i % 2 == 0 else 'jpg'}" for i in range(n)
         ]
     from examples.cifar10 import input_pipeline
 

@@ -526,6 +526,29 @@ def load_tfds(data_dir: str | None = None, cache_dir: str | None = None) -> Data
     return _cached(cache_file, fingerprint, source, build)
 
 
+def write_synthetic_folder(
+    root: str | os.PathLike, train_per_class: int = 4, test_per_class: int = 2, size: int = 32
+) -> Path:
+    """A tiny CIFAR-10-shaped image folder of random images, for tests and smoke runs.
+
+    ``{train,test}/<class>/NNNN.{png,jpg}`` (PNG and JPEG alternate), each image a
+    class-dependent tint plus noise, so that the labels are learnable at all.
+    """
+    from PIL import Image
+
+    root = Path(root)
+    rng = np.random.default_rng(0)
+    for split, n in (("train", train_per_class), ("test", test_per_class)):
+        for c, cls in enumerate(CLASS_NAMES):
+            d = root / split / cls
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                img = rng.integers(0, 128, (size, size, 3)) + 12 * c
+                ext = "png" if i % 2 == 0 else "jpg"
+                Image.fromarray(img.astype(np.uint8)).save(d / f"{i:04d}.{ext}")
+    return root
+
+
 # --------------------------------------------------------------------------------------
 # Subsets and batches.
 
