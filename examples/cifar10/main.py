@@ -14,11 +14,15 @@ whose checkpoints are in ``--workdir``. On several hosts, call it on each after
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+if __package__ in (None, ""):  # run as a file: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from examples.cifar10 import input_pipeline, train
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from examples.cifar10 import input_pipeline, train  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
