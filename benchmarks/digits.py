@@ -1,0 +1,433 @@
+"""Digits (MLP + Adam): a second development task for ``auto_lr``, unlike CIFAR in kind.
+
+scikit-learn's bundled ``load_digits`` (1797 8x8 images, no download), a
+64-128-128-10 ReLU MLP trained with Adam on mini-batches of 128, every run one
+jitted ``lax.scan``. The test split (20 %, stratified) is held out; a validation
+split (20 % of the rest) is carved from the training split, and every choice
+(rule, search, budget) is made on validation; test accuracy and loss are
+reported once per run, at its end.
+
+Methods: Adam with a constant and with a cosine learning rate from each initial
+learning rate of ``LRS``; ``auto_lr(optax.adam, ...)`` with each rule, with and
+without ``initial_search`` and with and without the budget shape
+``warmup_stable_decay(1.0, total_steps)``, from the same initial learning rates;
+prodigy at its defaults. Three seeds each (initialisation and batch order).
+
+    python -m benchmarks.digits                # plan, run, report (~5 min on 2 CPU cores)
+    python -m benchmarks.digits plan           # list the runs
+    python -m benchmarks.digits report         # tables from the committed JSON lines
+    python -m benchmarks.digits --quick --out /tmp/digits   # smoke test
+
+Results: ``benchmarks/results/digits/runs.jsonl`` (one JSON line per run, the
+first line the machine and versions) and ``report.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import pathlib
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+LRS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+SEEDS = (0, 1, 2)
+BATCH = 128
+EPOCHS = 40
+HIDDEN = 128
+OUT = pathlib.Path(__file__).parent / "results" / "digits"
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """One row of the plan: a method and its settings (every initial lr, every seed)."""
+
+    name: str
+    kind: str  # "constant", "cosine", "auto", "prodigy"
+    rule: str = "seed"
+    initial_search: bool = False
+    budget: bool = False
+    probe_during_decay: bool = True
+    search_safety: float = 4.0
+    guard: bool | None = None
+
+    def settings(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def plan(quick: bool = False) -> list[Method]:
+    """The methods to run; ``quick``: a handful, for the smoke test."""
+    methods = [Method("adam-constant", "constant"), Method("adam-cosine", "cosine")]
+    for rule in ("seed", "armijo", "parabola"):
+        for search in (False, True):
+            for budget in (False, True):
+                name = f"auto-{rule}" + ("+search" if search else "") + ("+wsd" if budget else "")
+                methods.append(Method(name, "auto", rule, search, budget))
+    # The cooldown question: keep probing while the shape decays, or stop.
+    for rule in ("armijo", "parabola"):
+        methods.append(Method(f"auto-{rule}+search+wsd-noprobe", "auto", rule, True, True, False))
+    # The do-no-harm guard, off (it is on by default for the new rules).
+    methods.append(
+        Method("auto-armijo+search+wsd-noguard", "auto", "armijo", True, True, guard=False)
+    )
+    # The search's step back from the best one-step factor.
+    for safety in (1.0, 16.0):
+        methods.append(
+            Method(
+                f"auto-armijo+search+wsd-safety{safety:g}",
+                "auto",
+                "armijo",
+                True,
+                True,
+                search_safety=safety,
+            )
+        )
+    methods.append(Method("prodigy", "prodigy"))
+    if quick:
+        keep = {"adam-constant", "auto-seed", "auto-armijo+search+wsd", "prodigy"}
+        methods = [m for m in methods if m.name in keep]
+    return methods
+
+
+def load_data(seed: int = 0):
+    """Train / validation / test splits of load_digits, pixels scaled to [0, 1]."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    x, y = load_digits(return_X_y=True)
+    x = (x / 16.0).astype(np.float32)
+    y = y.astype(np.int32)
+    x_rest, x_test, y_rest, y_test = train_test_split(
+        x, y, test_size=0.2, stratify=y, random_state=seed
+    )
+    x_train, x_val, y_train, y_val = train_test_split(
+        x_rest, y_rest, test_size=0.2, stratify=y_rest, random_state=seed
+    )
+    return (x_train, y_train), (x_val, y_val), (x_test, y_test)
+
+
+def _build(method: Method, steps: int, every: int):
+    """``(make_tx, set_lr)``: the optimizer for an initial lr, compiled once per method."""
+    import jax.numpy as jnp
+    import optax
+
+    import autolr_jax as al
+
+    if method.kind == "constant":
+        return lambda lr: optax.adam(lr), True
+    if method.kind == "cosine":
+        return lambda lr: optax.adam(optax.cosine_decay_schedule(lr, steps)), True
+    if method.kind == "prodigy":
+        return lambda lr: optax.contrib.prodigy(), True
+    schedule = al.warmup_stable_decay(1.0, steps, decay_fraction=0.2) if method.budget else None
+    tx = al.auto_lr(
+        optax.adam,
+        1e-3,
+        loss_fn=_loss,
+        every=every,
+        rule=method.rule,
+        initial_search=method.initial_search,
+        schedule=schedule,
+        probe_during_decay=method.probe_during_decay,
+        search_safety=method.search_safety,
+        guard=method.guard,
+    )
+
+    def with_lr(state, lr):
+        # One compiled run for every initial lr: the level lives in the state.
+        lr = jnp.asarray(lr, jnp.float32)
+        shape0 = schedule(0) if schedule is not None else 1.0
+        hp = dict(state.inject_state.hyperparams)
+        hp["learning_rate"] = lr * shape0
+        control = state.control._replace(level=lr, before_rise=lr)
+        return state._replace(
+            inject_state=state.inject_state._replace(hyperparams=hp),
+            control=control,
+            telemetry=state.telemetry._replace(level=lr),
+        )
+
+    return (tx, with_lr), False
+
+
+def _init(key, sizes):
+    import jax
+    import jax.numpy as jnp
+
+    params = []
+    shapes = list(zip(sizes[:-1], sizes[1:], strict=False))
+    for k, (m, n) in zip(jax.random.split(key, len(shapes)), shapes, strict=True):
+        params.append({"w": jax.random.normal(k, (m, n)) * jnp.sqrt(2.0 / m), "b": jnp.zeros(n)})
+    return params
+
+
+def _logits(params, x):
+    import jax
+
+    for layer in params[:-1]:
+        x = jax.nn.relu(x @ layer["w"] + layer["b"])
+    return x @ params[-1]["w"] + params[-1]["b"]
+
+
+def _loss(params, batch):
+    import optax
+
+    x, y = batch
+    return optax.softmax_cross_entropy_with_integer_labels(_logits(params, x), y).mean()
+
+
+def _metrics(params, x, y):
+    import jax.numpy as jnp
+
+    loss = _loss(params, (x, y))
+    acc = jnp.mean(jnp.argmax(_logits(params, x), -1) == y)
+    return loss, acc
+
+
+def run_method(method: Method, data, epochs: int, seeds, lrs) -> list[dict[str, Any]]:
+    """Every (initial lr, seed) run of ``method``: one compilation, then one scan per run."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    import autolr_jax as al
+
+    (x_tr, y_tr), (x_val, y_val), (x_te, y_te) = data
+    every = len(x_tr) // BATCH
+    steps = every * epochs
+    built, lr_in_tx = _build(method, steps, every)
+    x_tr_j, y_tr_j = jnp.asarray(x_tr), jnp.asarray(y_tr)
+
+    def run(lr, key, order):
+        params = _init(key, (64, HIDDEN, HIDDEN, 10))
+        if lr_in_tx:
+            tx = built(lr)
+            state = tx.init(params)
+        else:
+            tx, with_lr = built
+            state = with_lr(tx.init(params), lr)
+
+        def step(carry, idx):
+            params, state = carry
+            batch = (x_tr_j[idx], y_tr_j[idx])
+            loss, grads = jax.value_and_grad(_loss)(params, batch)
+            if lr_in_tx:
+                updates, state = tx.update(grads, state, params)
+            else:
+                updates, state = tx.update(grads, state, params, batch=batch)
+            params = optax.apply_updates(params, updates)
+            if lr_in_tx:
+                applied = jnp.nan
+                probe = (jnp.float32(0), jnp.float32(0), jnp.float32(0))
+            else:
+                applied = al.current_lr(state)
+                t = state.telemetry
+                probe = (t.decision.astype(jnp.float32), t.multiplier, t.loss0)
+            return (params, state), (loss, jnp.asarray(applied, jnp.float32), probe)
+
+        (params, _), (losses, applied, probe) = jax.lax.scan(step, (params, state), order)
+        val = _metrics(params, x_val, y_val)
+        test = _metrics(params, x_te, y_te)
+        return losses, applied, probe, val, test
+
+    run_j = jax.jit(run)
+    compiled = None
+    rows = []
+    for lr in lrs if method.kind != "prodigy" else (1.0,):
+        for seed in seeds:
+            rng = np.random.default_rng(seed)
+            n = len(x_tr)
+            order = np.stack(
+                [rng.permutation(n)[: every * BATCH].reshape(every, BATCH) for _ in range(epochs)]
+            ).reshape(steps, BATCH)
+            args = (jnp.float32(lr), jax.random.key(seed), jnp.asarray(order))
+            if compiled is None:  # once per method; compilation is not timed
+                compiled = run_j.lower(*args).compile()
+            t0 = time.perf_counter()
+            out = jax.device_get(compiled(*args))
+            seconds = time.perf_counter() - t0
+            losses, applied, (decision, multiplier, loss0), val, test = out
+            probes = np.arange(0, steps, every)
+            rows.append(
+                {
+                    "method": method.name,
+                    "settings": method.settings(),
+                    "lr0": lr if method.kind != "prodigy" else None,
+                    "seed": seed,
+                    "steps": steps,
+                    "every": every,
+                    "seconds": round(seconds, 3),
+                    "val_loss": float(val[0]),
+                    "val_acc": float(val[1]),
+                    "test_loss": float(test[0]),
+                    "test_acc": float(test[1]),
+                    "final_train_loss": float(np.mean(losses[-every:])),
+                    "train_loss_per_epoch": [float(x) for x in losses[probes]],
+                    "lr_per_epoch": [float(x) for x in applied[probes]],
+                    "decision_per_probe": [int(x) for x in decision[probes]],
+                    "multiplier_per_probe": [float(x) for x in multiplier[probes]],
+                    "loss0_per_probe": [float(x) for x in loss0[probes]],
+                }
+            )
+    return rows
+
+
+def run_all(out: pathlib.Path, quick: bool = False) -> pathlib.Path:
+    """Runs the plan and writes ``runs.jsonl`` (first line: the machine and versions)."""
+    from benchmarks._common import machine_facts
+
+    epochs = 4 if quick else EPOCHS
+    seeds = SEEDS[:1] if quick else SEEDS
+    lrs = (1e-3, 1.0) if quick else LRS
+    data = load_data()
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "runs.jsonl"
+    facts = machine_facts()
+    facts.update({"epochs": epochs, "batch": BATCH, "hidden": HIDDEN, "quick": quick})
+    for dist in ("scikit-learn",):
+        from benchmarks._common import _version
+
+        facts["versions"][dist] = _version(dist)
+    t0 = time.perf_counter()
+    with open(path, "w") as f:
+        f.write(json.dumps({"machine": facts}) + "\n")
+        for method in plan(quick):
+            m0 = time.perf_counter()
+            rows = run_method(method, data, epochs, seeds, lrs)
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+            f.flush()
+            print(f"{method.name}: {len(rows)} runs, {time.perf_counter() - m0:.1f} s", flush=True)
+    print(f"total {time.perf_counter() - t0:.1f} s", flush=True)
+    return path
+
+
+def read_runs(path: pathlib.Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    lines = [json.loads(x) for x in pathlib.Path(path).read_text().splitlines() if x.strip()]
+    return lines[0]["machine"], lines[1:]
+
+
+def _pm(values, scale=1.0, digits=2) -> str:
+    values = np.asarray(values, np.float64) * scale
+    if not np.all(np.isfinite(values)):
+        return (
+            "diverged" if not np.any(np.isfinite(values)) else f"{np.nanmean(values):.{digits}f}*"
+        )
+    return f"{values.mean():.{digits}f} ± {values.std():.{digits}f}"
+
+
+def report(path: pathlib.Path) -> str:
+    """The Markdown report: per method and initial lr, mean ± std over seeds."""
+    import pandas as pd
+
+    machine, runs = read_runs(path)
+    df = pd.DataFrame(runs)
+    df["lr0"] = df["lr0"].fillna(-1.0)
+    groups = df.groupby(["method", "lr0"], sort=False)
+    agg = groups.agg(
+        val_loss=("val_loss", "mean"),
+        val_acc=("val_acc", "mean"),
+        test_loss=("test_loss", "mean"),
+        test_acc=("test_acc", "mean"),
+    ).reset_index()
+    sweep = agg[agg["method"].isin(["adam-constant", "adam-cosine"])]
+    best = sweep.loc[sweep["val_loss"].idxmin()]
+    best_acc, best_loss = float(best["test_acc"]), float(best["test_loss"])
+
+    def cell(g, key, scale, digits):
+        return _pm(g[key].to_numpy(), scale, digits)
+
+    table = {}
+    for (method, lr0), g in groups:
+        col = "any" if lr0 < 0 else f"{lr0:g}"
+        table.setdefault(method, {})[col] = (
+            f"{cell(g, 'test_acc', 100, 1)} / {cell(g, 'test_loss', 1, 3)}"
+        )
+    cols = ["any"] + [f"{x:g}" for x in LRS]
+    present = pd.DataFrame(table).T
+    test_table = present.reindex(columns=[c for c in cols if c in present]).fillna("")
+
+    vtable = {}
+    targets = {}
+    for (method, lr0), g in groups:
+        col = "any" if lr0 < 0 else f"{lr0:g}"
+        vtable.setdefault(method, {})[col] = (
+            f"{cell(g, 'val_acc', 100, 1)} / {cell(g, 'val_loss', 1, 3)}"
+        )
+        acc, loss = g["test_acc"].mean(), g["test_loss"].mean()
+        ok = bool(acc * 100 >= best_acc * 100 - 1.0 and loss <= best_loss * 1.05)
+        targets.setdefault(method, {})[col] = ("PASS" if ok else "miss") + (
+            f" ({(acc - best_acc) * 100:+.1f} pt, {(loss / best_loss - 1) * 100:+.0f} %)"
+        )
+    val_table = pd.DataFrame(vtable).T.reindex(columns=test_table.columns).fillna("")
+    target_table = pd.DataFrame(targets).T.reindex(columns=test_table.columns).fillna("")
+
+    # The recommended setting: the auto method of lowest mean validation loss,
+    # averaged over every initial lr (the goal is "good from any start").
+    auto = agg[agg["method"].str.startswith("auto")]
+    by_method = auto.groupby("method")[["val_loss", "val_acc"]].mean().sort_values("val_loss")
+    secs = df.groupby("method")["seconds"].sum()
+
+    lines = [
+        "# Digits (MLP + Adam)",
+        "",
+        f"Machine: {machine['cpu_model']} ({machine['cpu_cores']} cores), backend "
+        f"{machine['backend']}; jax {machine['versions'].get('jax')}, optax "
+        f"{machine['versions'].get('optax')}, scikit-learn "
+        f"{machine['versions'].get('scikit-learn')}; {machine['date']}.",
+        f"Command: `{machine['command']}`; {machine['epochs']} epochs of "
+        f"{runs[0]['every']} steps (batch {machine['batch']}), {len(runs)} runs, "
+        f"{df['seconds'].sum():.0f} s of runs (compilation excluded).",
+        "",
+        "## Test accuracy (%) / test loss, mean ± std over seeds, by initial learning rate",
+        "",
+        test_table.to_markdown(),
+        "",
+        f"Best of the constant/cosine sweep (chosen on validation loss): {best['method']} "
+        f"at lr {best['lr0']:g}: test accuracy {best_acc * 100:.1f} %, test loss "
+        f"{best_loss:.3f}.",
+        "",
+        "## Target: test accuracy within 1 point and test loss within 5 % of that best run",
+        "",
+        target_table.to_markdown(),
+        "",
+        "## Validation accuracy (%) / validation loss (what the settings are chosen on)",
+        "",
+        val_table.to_markdown(),
+        "",
+        "## auto_lr settings ranked by validation loss averaged over every initial lr",
+        "",
+        by_method.to_markdown(floatfmt=".4f"),
+        "",
+        "## Seconds of runs per method (all initial lrs and seeds)",
+        "",
+        secs.to_frame("seconds").to_markdown(floatfmt=".1f"),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.digits", description=__doc__)
+    parser.add_argument("what", nargs="?", default="all", choices=("all", "plan", "run", "report"))
+    parser.add_argument("--quick", action="store_true", help="a few runs of 4 epochs")
+    parser.add_argument("--out", type=pathlib.Path, default=OUT)
+    args = parser.parse_args(argv)
+    if args.what == "plan":
+        for m in plan(args.quick):
+            print(m.name, json.dumps(m.settings()))
+        return 0
+    if args.what in ("all", "run"):
+        run_all(args.out, args.quick)
+    if args.what in ("all", "report"):
+        text = report(args.out / "runs.jsonl")
+        (args.out / "report.md").write_text(text)
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

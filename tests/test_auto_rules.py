@@ -1,0 +1,302 @@
+"""auto_lr's rules, first-probe search, guard and budget shape against NumPy oracles.
+
+The oracle re-implements each probe in float64 NumPy on a least-squares problem
+whose loss and gradient are NumPy too, for plain and momentum SGD, and follows
+the learning-rate trajectory over 36 updates (12 probes).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import autolr_jax as al
+from autolr_jax.auto._rules import (
+    DECISION_NAMES,
+    DECISIONS,
+    armijo_rule,
+    guard_level,
+    parabola_rule,
+    search_factor,
+    search_grid,
+)
+
+_RNG = np.random.default_rng(3)
+X = _RNG.normal(size=(48, 5)) * np.array([1.0, 0.7, 0.5, 0.3, 0.2])
+Y = X @ np.array([1.0, -2.0, 0.5, 3.0, -1.0]) + 0.3 * _RNG.normal(size=48)
+X32, Y32 = jnp.asarray(X, jnp.float32), jnp.asarray(Y, jnp.float32)
+STEPS, EVERY = 36, 3
+
+
+def jloss(w, batch):
+    x, y = batch
+    return 0.5 * jnp.mean((x @ w - y) ** 2)
+
+
+def np_loss(w):
+    return 0.5 * np.mean((X @ w - Y) ** 2)
+
+
+def np_grad(w):
+    return X.T @ (X @ w - Y) / len(Y)
+
+
+# --- NumPy rules -------------------------------------------------------------
+
+
+def np_armijo(losses, factors, loss0, slope, c=0.5):
+    if not (np.isfinite(slope) and slope < 0 and np.isfinite(loss0)):
+        return min(factors), "backoff"
+    ok = [
+        f
+        for f, v in zip(factors, losses, strict=True)
+        if np.isfinite(v) and v <= loss0 - c * f * abs(slope)
+    ]
+    return (max(ok), "accept") if ok else (min(factors), "backoff")
+
+
+def np_parabola(losses, factors, loss0, slope, min_gain=0.0, rtol=1e-3):
+    x = np.log(np.asarray(factors))
+    v = np.asarray(losses)
+    ok = np.isfinite(v)
+    if ok.sum() < 3:
+        return (
+            (factors[int(np.nanargmin(np.where(ok, v, np.inf)))], "move")
+            if ok.any()
+            else (
+                min(factors),
+                "backoff",
+            )
+        )
+    a, b, c0 = np.polyfit(x[ok], v[ok], 2)
+    q = np.poly1d([a, b, c0])
+    lo, hi = x.min(), x.max()
+    target = np.clip(-b / (2 * a), lo, hi) if a > 0 else (lo if q(lo) <= q(hi) else hi)
+    gain = q(0.0) - q(target)
+    resid = math.sqrt(np.mean((q(x[ok]) - v[ok]) ** 2))
+    noise = max(min_gain, rtol * abs(q(0.0)), resid)
+    return (math.exp(target), "move") if gain > noise else (1.0, "stay")
+
+
+def np_search(losses, grid, loss0, safety):
+    ok = [(v, f) for v, f in zip(losses, grid, strict=True) if np.isfinite(v) and v < loss0]
+    if not ok:
+        return 1.0, "search_none"
+    best = min(ok)[1]
+    return max(best / safety, min(grid)), "search"
+
+
+def oracle(rule, lr0, factors, momentum=0.0, search=False, safety=4.0, shape=None, tol=0.05):
+    """The learning rate after every update and the decision of every probe."""
+    w = np.zeros(5)
+    m = np.zeros(5)
+    level = lr0
+    before, rose, last0, probes = lr0, False, 0.0, 0
+    lrs, decisions = [], []
+    grid = search_grid()
+    for t in range(STEPS):
+        g = np_grad(w)
+        m_new = g + momentum * m
+        if t % EVERY == 0:
+            u = -level * m_new
+            loss0, slope = np_loss(w), float(g @ u)
+            first = probes == 0
+            if search and first:
+                mult, d = np_search([np_loss(w + f * u) for f in grid], grid, loss0, safety)
+            else:
+                mult, d = rule([np_loss(w + f * u) for f in factors], factors, loss0, slope)
+            new = level * mult
+            if not first and rose and loss0 > last0 + tol * abs(last0):
+                new, d = min(before, new), "guard"
+            rose = new > level
+            before = level if rose else before
+            level, last0, probes = new, loss0, probes + 1
+            decisions.append(d)
+        applied = level * (1.0 if shape is None else shape(t))
+        w = w - applied * m_new
+        m = m_new
+        lrs.append(applied)
+    return np.array(lrs), decisions
+
+
+def run_jax(tx):
+    @jax.jit
+    def step(w, state):
+        g = jax.grad(jloss)(w, (X32, Y32))
+        u, state = tx.update(g, state, w, batch=(X32, Y32))
+        return optax.apply_updates(w, u), state
+
+    w = jnp.zeros(5, jnp.float32)
+    state = tx.init(w)
+    lrs, decisions = [], []
+    for t in range(STEPS):
+        w, state = step(w, state)
+        lrs.append(float(al.current_lr(state)))
+        if t % EVERY == 0:
+            decisions.append(DECISION_NAMES[int(state.telemetry.decision)])
+    return np.array(lrs), decisions, state
+
+
+SHAPE = al.warmup_stable_decay(1.0, STEPS, decay_fraction=0.25)
+CASES = [
+    # (rule name, NumPy rule, factors, momentum, search, schedule, lr0)
+    ("armijo", np_armijo, (2.0, 1.0, 0.5), 0.0, False, None, 0.05),
+    ("armijo", np_armijo, (2.0, 1.0, 0.5), 0.9, False, None, 0.5),
+    ("parabola", np_parabola, (4.0, 2.0, 1.0, 0.5, 0.25), 0.0, False, None, 0.05),
+    ("parabola", np_parabola, (4.0, 2.0, 1.0, 0.5, 0.25), 0.9, False, None, 0.02),
+    ("armijo", np_armijo, (2.0, 1.0, 0.5), 0.0, True, None, 1e-4),
+    ("parabola", np_parabola, (2.0, 1.0, 0.5), 0.9, True, "wsd", 3.0),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}-m{c[3]}-s{c[4]}-{c[5]}" for c in CASES])
+def test_rule_trajectory_matches_numpy_oracle(case):
+    name, np_rule, factors, momentum, search, sched, lr0 = case
+    shape = SHAPE if sched else None
+    tx = al.auto_lr(
+        optax.sgd,
+        lr0,
+        loss_fn=jloss,
+        factors=factors,
+        every=EVERY,
+        rule=name,
+        initial_search=search,
+        schedule=shape,
+        **({"momentum": momentum} if momentum else {}),
+    )
+    lrs, decisions, _ = run_jax(tx)
+    np_shape = (lambda t: float(shape(t))) if shape else None
+    want, want_d = oracle(np_rule, lr0, factors, momentum, search, shape=np_shape)
+    assert decisions == want_d
+    np.testing.assert_allclose(lrs, want, rtol=2e-4)
+    assert len(set(decisions)) > 1 or name == "armijo"  # the rule does move
+
+
+def test_search_reaches_four_decades_either_way():
+    # 0.5 h w**2: one SGD step's loss is lowest at lr = 1 / h.
+    def quad(h):
+        return lambda w, batch: 0.5 * h * jnp.sum(w**2)
+
+    for lr0, h in ((1e-4, 1.0), (1.0, 1e4)):
+        tx = al.auto_lr(
+            optax.sgd,
+            lr0,
+            loss_fn=quad(h),
+            every=5,
+            rule="armijo",
+            initial_search=True,
+            search_safety=1.0,
+        )
+        w = jnp.ones(3)
+        state = tx.init(w)
+        _, state = tx.update(jax.grad(quad(h))(w, None), state, w, batch=None)
+        assert DECISION_NAMES[int(state.telemetry.decision)] == "search"
+        np.testing.assert_allclose(float(al.current_lr(state)), 1.0 / h, rtol=1e-5)
+        assert state.telemetry.search_losses.shape == (17,)
+
+
+def test_budget_shape_composition_and_current_lr():
+    shape = al.warmup_stable_decay(1.0, 20, warmup_steps=4, decay_fraction=0.5)
+    tx = al.auto_lr(optax.sgd, 0.05, loss_fn=jloss, every=3, schedule=shape)
+    w = jnp.zeros(5, jnp.float32)
+    state = tx.init(w)
+    step = jax.jit(lambda g, s, w: tx.update(g, s, w, batch=(X32, Y32)))
+    levels = []
+    for t in range(24):
+        g = jax.grad(jloss)(w, (X32, Y32))
+        u, state = step(g, state, w)
+        # level * shape(t) (the shape evaluated inside jit can differ by one ulp)
+        applied = np.float32(state.control.level) * np.float32(shape(t))
+        np.testing.assert_allclose(float(al.current_lr(state)), float(applied), rtol=2.5e-7)
+        # plain SGD at the applied learning rate
+        np.testing.assert_allclose(np.asarray(u), -float(applied) * np.asarray(g), rtol=1e-6)
+        w = w + u
+        levels.append(float(state.control.level))
+    assert int(state.telemetry.num_probes) == 8
+    assert len(set(levels)) > 1  # the level moves while the shape goes through 0 .. 1 .. 0
+
+
+def test_probe_during_decay_false_stops_probing_in_the_cooldown():
+    shape = al.warmup_stable_decay(1.0, 20, decay_fraction=0.5)  # cooldown from t = 11
+    tx = al.auto_lr(
+        optax.sgd,
+        0.05,
+        loss_fn=jloss,
+        every=2,
+        rule="parabola",
+        schedule=shape,
+        probe_during_decay=False,
+    )
+    w = jnp.zeros(5, jnp.float32)
+    state = tx.init(w)
+    step = jax.jit(lambda g, s, w: tx.update(g, s, w, batch=(X32, Y32)))
+    for _ in range(20):
+        u, state = step(jax.grad(jloss)(w, (X32, Y32)), state, w)
+        w = w + u
+    assert int(state.telemetry.num_probes) == 6  # t = 0, 2, ..., 10
+
+
+def test_guard_undoes_a_rise_that_diverges():
+    # A rule that always doubles: on 0.5 * h * w**2 plain SGD diverges once lr > 2 / h.
+    h = 10.0
+
+    def quad(w, batch):
+        return 0.5 * h * jnp.sum(w**2) + 0.0 * batch
+
+    def always_up(losses, factors, loss0, slope):
+        return jnp.float32(2.0)
+
+    def run(guard):
+        tx = al.auto_lr(optax.sgd, 0.01, loss_fn=quad, every=2, rule=always_up, guard=guard)
+        w = jnp.ones(2)
+        state = tx.init(w)
+        step = jax.jit(lambda w, s: tx.update(jax.grad(quad)(w, 0.0), s, w, batch=0.0))
+        worst, guards = 0.0, 0
+        for t in range(60):
+            u, state = step(w, state)
+            w = w + u
+            worst = max(worst, float(quad(w, 0.0)))
+            guards += t % 2 == 0 and int(state.telemetry.decision) == DECISIONS["guard"]
+        return worst, guards, float(al.current_lr(state))
+
+    # The guard undoes each rise that made the loss worse: a rule that keeps raising
+    # then oscillates about the edge of stability (bounded), instead of diverging.
+    worst, guards, lr = run(True)
+    assert guards > 0 and worst < 1e4 and lr <= 4.0 / h
+    worst_off, guards_off, _ = run(False)
+    assert guards_off == 0 and not worst_off < 1e30  # unguarded: diverges
+
+
+def test_pure_rules_edge_cases():
+    f = jnp.array([2.0, 1.0, 0.5])
+    nan = jnp.float32(jnp.nan)
+    # NaN/inf candidates are never acceptable; not a descent direction backs off.
+    m, d = armijo_rule()(jnp.array([nan, jnp.inf, 0.5]), f, 1.0, -0.1)
+    assert (float(m), DECISION_NAMES[int(d)]) == (0.5, "accept")
+    m, d = armijo_rule()(jnp.array([0.1, 0.1, 0.1]), f, 1.0, 0.3)
+    assert (float(m), DECISION_NAMES[int(d)]) == (0.5, "backoff")
+    # All-equal losses: no gain, the parabola stays.
+    m, d = parabola_rule()(jnp.full(3, 0.7), f, 1.0, -0.1)
+    assert (float(m), DECISION_NAMES[int(d)]) == (1.0, "stay")
+    m, d = parabola_rule()(jnp.array([nan, nan, nan]), f, 1.0, -0.1)
+    assert (float(m), DECISION_NAMES[int(d)]) == (0.5, "backoff")
+    m, d = search_factor(jnp.array([nan, jnp.inf, 2.0]), jnp.array([10.0, 1.0, 0.1]), 1.0, 4.0)
+    assert (float(m), DECISION_NAMES[int(d)]) == (1.0, "search_none")
+    lvl, g = guard_level(jnp.float32(1.0), jnp.float32(2.0), nan, 1.0, 0.5, False, 0.05, 0.5)
+    assert (float(lvl), bool(g)) == (0.5, True)  # a non-finite loss always backs off
+    lvl, g = guard_level(jnp.float32(1.0), jnp.float32(2.0), 1.01, 1.0, 0.5, True, 0.05, 0.5)
+    assert (float(lvl), bool(g)) == (2.0, False)  # within tolerance: no guard
+
+
+def test_seed_default_unchanged_by_the_new_code_paths():
+    # rule="seed" without guard computes no loss0; with guard=False explicitly the same.
+    a, _, sa = run_jax(al.auto_lr(optax.sgd, 0.05, loss_fn=jloss, every=EVERY))
+    b, _, sb = run_jax(al.auto_lr(optax.sgd, 0.05, loss_fn=jloss, every=EVERY, guard=False))
+    assert np.array_equal(a, b)
+    assert float(sa.telemetry.loss0) == 0.0 and sa.telemetry.search_losses.shape == (1,)
+    assert DECISION_NAMES[int(sb.telemetry.decision)] == "seed"
