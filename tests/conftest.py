@@ -12,6 +12,10 @@ import tempfile
 import pytest
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# One persistent XLA compilation cache for the session (subprocesses inherit it): the tests
+# compile the same train steps several times (a run, then the same run stopped and resumed).
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="autolr_jax_test_xla_"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 # Decoded-data caches of the tests go to a temporary folder, never the user's cache.
 os.environ.setdefault("AUTOLR_JAX_CACHE", tempfile.mkdtemp(prefix="autolr_jax_test_cache_"))
 

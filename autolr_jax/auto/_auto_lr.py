@@ -82,7 +82,8 @@ class AutoLRTelemetry(NamedTuple):
         before the ``schedule`` shape; without a schedule, the learning rate).
       search_losses: float32 ``(G,)``, the losses of the first probe's wide
         search (``initial_search=True``) in the order of its grid, largest
-        factor first; shape ``(0,)`` without the search. At that probe
+        factor first; shape ``(1,)`` (a zero) without the search, since Orbax
+        cannot save zero-size arrays. At that probe
         ``losses`` and ``scores`` stay zeros.
     """
 
@@ -550,7 +551,8 @@ def auto_lr(
             decision=jnp.zeros((), jnp.int32),
             loss0=jnp.zeros((), jnp.float32),
             level=jnp.asarray(learning_rate, jnp.float32),
-            search_losses=jnp.zeros((len(grid),), jnp.float32),
+            # One entry without a search: Orbax cannot save zero-size arrays.
+            search_losses=jnp.zeros((max(len(grid), 1),), jnp.float32),
         )
         control = AutoLRControl(
             level=jnp.asarray(learning_rate, jnp.float32),
