@@ -1,12 +1,13 @@
-"""The peer: the seed's Algorithm 1 in PyTorch, copying the model once per factor.
+"""The peer: Algorithm 1 of Kim and Yu's slides in PyTorch, copying the model once per factor.
 
-This is how the seed's slides describe the scheduler (line 4: ``θ' = copy(θ)``;
+Used by ``probe_overhead`` (not a benchmark of its own). This is how the slides
+("Automated learning rate scheduling with in-training information") describe the scheduler (line 4: ``θ' = copy(θ)``;
 line 6: ``θ' ← θ' − f·η·∇L``; line 7: loss of ``θ'`` on the scoring batch), run
 on the same CPU and the same architectures as the JAX benchmark, so that the
 ratio *probe time / training-step time* can be compared between the two.
 
 To keep the reference fair (not a straw man) the gradient is computed once, by
-the training step's own backward pass, and reused for every factor (the seed's
+the training step's own backward pass, and reused for every factor (the slides'
 line 5 sits inside the loop, but the gradient does not depend on the factor),
 and each candidate forward runs under ``torch.no_grad()``.
 """
