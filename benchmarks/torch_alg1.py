@@ -1,10 +1,11 @@
 """The peer: Algorithm 1 of Kim and Yu's slides in PyTorch, copying the model once per factor.
 
 Used by ``probe_overhead`` (not a benchmark of its own). This is how the slides
-("Automated learning rate scheduling with in-training information") describe the scheduler (line 4: ``θ' = copy(θ)``;
-line 6: ``θ' ← θ' − f·η·∇L``; line 7: loss of ``θ'`` on the scoring batch), run
-on the same CPU and the same architectures as the JAX benchmark, so that the
-ratio *probe time / training-step time* can be compared between the two.
+("Automated learning rate scheduling with in-training information") describe the
+scheduler (line 4: ``θ' = copy(θ)``; line 6: ``θ' ← θ' − f·η·∇L``; line 7: loss
+of ``θ'`` on the scoring batch), run on the same CPU and the same architectures as
+the JAX benchmark, so that the ratio *probe time / training-step time* can be
+compared between the two.
 
 To keep the reference fair (not a straw man) the gradient is computed once, by
 the training step's own backward pass, and reused for every factor (the slides'
