@@ -116,6 +116,44 @@ CASES = [
         ),
         extra=lambda step, loss: {"batch": jax.tree.map(lambda x: jnp.stack([x] * 3), BATCH)},
     ),
+    Case(
+        "auto_lr_armijo_search_wsd",
+        lambda: al.auto_lr(
+            optax.sgd,
+            learning_rate=1e-3,
+            loss_fn=loss_fn,
+            every=2,
+            rule="armijo",
+            initial_search=True,
+            schedule=al.warmup_stable_decay(1.0, 8, decay_fraction=0.25),
+            momentum=0.9,
+        ),
+        extra=lambda step, loss: {"batch": BATCH},
+    ),
+    Case(
+        "auto_lr_parabola_adam",
+        lambda: al.auto_lr(
+            optax.adam,
+            learning_rate=0.05,
+            loss_fn=loss_fn,
+            every=2,
+            rule="parabola",
+            factors=(4.0, 2.0, 1.0, 0.5, 0.25),
+        ),
+        extra=lambda step, loss: {"batch": BATCH},
+    ),
+    Case(
+        "auto_lr_custom_rule_guard",
+        lambda: al.auto_lr(
+            optax.sgd,
+            learning_rate=0.05,
+            loss_fn=loss_fn,
+            every=2,
+            rule=lambda losses, factors, loss0, slope: factors[jnp.argmin(losses)],
+            guard=True,
+        ),
+        extra=lambda step, loss: {"batch": BATCH},
+    ),
 ]
 IDS = [c.name for c in CASES]
 
@@ -247,3 +285,99 @@ def test_current_lr_reads_a_state_restored_without_target(case):
     state = _chain(case).init(init_params())
     restored = _as_restored(state)
     assert float(al.current_lr(restored)) == float(al.current_lr(state))
+
+
+# --- the options of auto_lr's rules: rule, initial_search, schedule, guard -----------
+
+RULE_ROWS = {
+    "armijo": dict(rule="armijo"),
+    "parabola": dict(rule="parabola", factors=(4.0, 2.0, 1.0, 0.5, 0.25)),
+    "seed_search_wsd": dict(
+        initial_search=True, guard=True, schedule=al.warmup_stable_decay(1.0, 6)
+    ),
+    "armijo_search": dict(rule="armijo", initial_search=True),
+}
+
+
+def _run_rule(loss, kwargs, lr=0.05, steps=6, **extra_kwargs):
+    tx = al.auto_lr(optax.sgd, lr, loss_fn=loss, every=2, **kwargs, **extra_kwargs)
+    params = init_params()
+    state = tx.init(params)
+
+    @jax.jit
+    def step(params, state):
+        grads = jax.grad(loss)(params, BATCH)
+        grads = jax.tree.map(lambda g: jnp.where(jnp.isfinite(g), g, 0.0), grads)
+        updates, state = tx.update(grads, state, params, batch=BATCH)
+        return optax.apply_updates(params, updates), state
+
+    lrs = []
+    for _ in range(steps):
+        params, state = step(params, state)
+        lrs.append(float(al.current_lr(state)))
+    return lrs, state
+
+
+@pytest.mark.parametrize("name", RULE_ROWS)
+def test_rules_survive_nan_and_inf_candidates(name):
+    # Any step longer than a small one gives NaN (or inf): those candidates are excluded.
+    def loss(params, batch):
+        base = loss_fn(params, batch)
+        size = jnp.sum(jnp.abs(params["w"]))
+        return jnp.where(size > 0.5, jnp.where(size > 1.0, jnp.inf, jnp.nan), base)
+
+    lrs, state = _run_rule(loss, RULE_ROWS[name])
+    assert all(np.isfinite(lrs)) and all(lr > 0 for lr in lrs)
+    assert int(state.telemetry.decision) != 0
+
+
+@pytest.mark.parametrize("name", RULE_ROWS)
+def test_rules_on_all_equal_losses_do_not_drift_up(name):
+    def flat(params, batch):
+        return 0.0 * loss_fn(params, batch) + 1.0
+
+    lrs, state = _run_rule(flat, RULE_ROWS[name])
+    assert all(np.isfinite(lrs)) and max(lrs) <= float(np.float32(0.05))
+    decision = al.auto.DECISIONS
+    assert int(state.telemetry.decision) in (
+        decision["stay"],
+        decision["backoff"],
+        decision["seed"],
+        decision["search_none"],
+    )
+
+
+@pytest.mark.parametrize("name", RULE_ROWS)
+def test_rules_keep_min_lr_and_max_lr(name):
+    kwargs = {k: v for k, v in RULE_ROWS[name].items() if k != "schedule"}
+    lrs, _ = _run_rule(loss_fn, kwargs, lr=1e-3, min_lr=1e-4, max_lr=2e-3)
+    assert all(1e-4 <= lr <= 2e-3 * (1 + 1e-6) for lr in lrs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(rule="greedy"), "rule must be 'seed', 'armijo', 'parabola' or a callable"),
+        (dict(rule="armijo", lookahead=2), "rule='armijo'.*lookahead=1"),
+        (dict(schedule=0.5), "schedule must be None or an Optax schedule"),
+        (dict(schedule=lambda t: 2.0), r"schedule must return a scalar in \[0, 1\]"),
+        (dict(schedule=lambda t: jnp.ones(3)), r"schedule must return a scalar"),
+        (dict(initial_search="yes"), "initial_search must be True or False"),
+        (dict(probe_during_decay=1), "probe_during_decay must be True or False"),
+        (dict(guard="on"), "guard must be True, False or None"),
+        (dict(search_safety=0.5), "search_safety must be in"),
+        (dict(guard_tolerance=-1.0), "guard_tolerance must be >= 0"),
+        (dict(initial_search=True, learning_rate=1e36), "learning_rate must be in.*initial_search"),
+    ],
+)
+def test_rule_options_refuse_bad_arguments(kwargs, match):
+    kwargs = {"learning_rate": 0.05, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        al.auto_lr(optax.sgd, loss_fn=loss_fn, every=2, **kwargs)
+
+
+def test_rule_parameters_refuse_bad_arguments():
+    with pytest.raises(ValueError, match="c must be in"):
+        al.armijo_rule(c=1.0)
+    with pytest.raises(ValueError, match="min_gain must be >= 0"):
+        al.parabola_rule(min_gain=-1.0)
