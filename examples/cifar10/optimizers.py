@@ -235,6 +235,14 @@ def _auto(config, steps_per_epoch, probe_loss_fn) -> Method:
     # auto_lr owns the momentum: the candidates are factors of SGD's whole update.
     momentum = {"momentum": config.momentum, "nesterov": config.nesterov} if config.momentum else {}
     every = steps_per_epoch if a.every is None else a.every
+    budget = a.get("budget")
+    if budget not in (None, "wsd"):
+        raise ConfigError(f"config.auto.budget must be None or 'wsd', got {budget!r}")
+    shape = (
+        al.warmup_stable_decay(1.0, steps_per_epoch * config.epochs, decay_fraction=0.2)
+        if budget == "wsd"
+        else None
+    )
     last = al.auto_lr(
         optax.sgd,
         learning_rate=config.learning_rate,
@@ -246,11 +254,15 @@ def _auto(config, steps_per_epoch, probe_loss_fn) -> Method:
         strategy=a.strategy,
         chunk_size=a.chunk_size,
         lookahead=a.lookahead,
+        rule=a.get("rule", "seed"),
+        initial_search=a.get("initial_search", False),
+        schedule=shape,
         **auto_score(a.score),
         **momentum,
     )
     probe = Probe(every, a.probe_batch_size, a.probe_source, a.lookahead)
-    return Method(optax.chain(*pre, last), probe=probe)
+    # The budget shape spans config.epochs: a resume may not change it.
+    return Method(optax.chain(*pre, last), probe=probe, depends_on_epochs=shape is not None)
 
 
 def _find_state(tree: Any, cls: type) -> Any:

@@ -102,6 +102,13 @@ def get_config() -> config_dict.ConfigDict:
             "max_lr": float("inf"),
             "probe_batch_size": 32,
             "probe_source": "random",
+            # The rule that sets the level: 'seed' (Algorithm 1), 'armijo' or 'parabola'.
+            "rule": "seed",
+            # A wide first probe (four decades either side of learning_rate).
+            "initial_search": False,
+            # None, or 'wsd': the level times warmup_stable_decay(1.0, total updates,
+            # decay_fraction=0.2) as the budget shape.
+            "budget": placeholder(str),
         }
     )
     # The ALR tree: M beam members (learning_rates unset: (lr, lr / 2)) x N factors per epoch.
