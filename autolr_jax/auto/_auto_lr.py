@@ -409,6 +409,46 @@ def auto_lr(
         scored, an integer >= 1; 1 (the default) is the one-step probe of
         Algorithm 1. With ``k > 1``, ``batch`` must stack ``k`` batches on a
         leading axis (see above).
+      rule: what sets the level at a probe: ``"seed"`` (the default: steps 3-4
+        above, Algorithm 1, bit-identical to earlier releases), ``"armijo"``
+        (:func:`armijo_rule`: the largest factor meeting sufficient decrease
+        ``L(f) <= L(0) - c f |<g, u>|`` on the probe batch, else the smallest
+        factor; needs ``lookahead=1``), ``"parabola"`` (:func:`parabola_rule`: a
+        quadratic in ``log f`` fitted to the losses; to its minimum only when the
+        predicted gain exceeds the fit's noise), or a callable ``rule(losses,
+        factors, loss0, slope) -> multiplier`` or ``(multiplier, decision)``
+        (float32 ``(N,)``, float32 ``(N,)``, the loss at the current parameters,
+        ``<g, u>``; a non-finite or non-positive multiplier becomes the smallest
+        factor). The decision is in ``state.telemetry.decision``
+        (:data:`autolr_jax.auto.DECISIONS`).
+      schedule: ``None`` (default), or a budget *shape*: an Optax schedule of the
+        update count with values in ``[0, 1]`` (checked at 0, clipped inside),
+        e.g. ``warmup_stable_decay(1.0, total_steps)``. The learning rate applied
+        at update ``t`` (the first is ``t = 0``) is ``level * schedule(t)``, and
+        that product is what :func:`autolr_jax.current_lr` returns; the probes
+        set the level (``state.control.level``) and evaluate their candidates at
+        the level, not at the shaped rate. The annealing a probe never does
+        comes from the shape.
+      probe_during_decay: with a ``schedule``, whether probes continue once the
+        shape has reached 1 and fallen below it again (the cooldown). True (the
+        default) keeps probing: on the digits benchmark stopping was no better
+        for ``"armijo"`` and worse for ``"parabola"`` (benchmarks/README.md).
+      initial_search: whether the first probe evaluates a wide geometric grid of
+        factors, ``10**(k / 2)`` for ``k = -8 .. 8`` (four decades either side of
+        ``learning_rate``, 17 candidates, once) instead of ``factors``. The level
+        becomes the grid factor of lowest finite loss that is below the loss at
+        the current parameters, divided by ``search_safety`` (a one-step optimum
+        sits near the edge of stability); if no candidate is below it, the level
+        is kept. The two candidate sets are the two branches of a ``lax.cond``:
+        one compilation.
+      search_safety: the step back from the search's best factor, in ``[1, 1e4]``.
+      guard: the do-no-harm guard: if the last probe raised the level and the
+        loss at the current parameters is now worse than at that probe by more
+        than ``guard_tolerance`` (relative), the level returns to the one before
+        the rise (or lower, if the rule asks for lower); a non-finite loss at the
+        current parameters always backs off. ``None`` (default): on for every
+        rule but ``"seed"`` (which stays bit-identical).
+      guard_tolerance: the relative loss increase the guard tolerates, >= 0.
       **inner_kwargs: passed to ``optimizer``, e.g. ``momentum=0.9``,
         ``nesterov=True``, ``weight_decay=1e-4``.
 
@@ -442,9 +482,33 @@ def auto_lr(
       >>> float(autolr_jax.current_lr(state)) > 0.1, int(state.telemetry.num_probes)
       (True, 2)
 
+      With a budget shape, the Armijo rule and the first-probe search:
+
+      >>> shape = autolr_jax.warmup_stable_decay(1.0, total_steps=4)
+      >>> tx = auto_lr(optax.sgd, 1e-4, loss_fn=loss_fn, every=2, rule="armijo",
+      ...              initial_search=True, schedule=shape)
+      >>> @jax.jit
+      ... def step(w, state):
+      ...     grads = jax.grad(loss_fn)(w, batch)
+      ...     updates, state = tx.update(grads, state, w, batch=batch)
+      ...     return optax.apply_updates(w, updates), state
+      >>> w = jnp.zeros(())
+      >>> state = tx.init(w)
+      >>> w, state = step(w, state)
+      >>> int(state.telemetry.decision) == autolr_jax.DECISIONS["search"]
+      True
+      >>> round(float(autolr_jax.current_lr(state)), 4)  # from 1e-4: the best, 1.0, over 4
+      0.25
+
     References:
       Kim and Yu, "Automated learning rate scheduling with in-training
       information", Algorithm 1 (Automated learning rate scheduler).
+
+      Vaswani et al., "Painless Stochastic Gradient: Interpolation, Line-Search,
+      and Convergence Rates", NeurIPS 2019 (Armijo on the training batch).
+
+      Hägele et al., "Scaling Laws and Compute-Optimal Training Beyond Fixed
+      Training Durations", arXiv:2405.18392, 2024 (warmup-stable-decay).
     """
     # --- validation: everything up front, before any tracing -------------------
     if callable(learning_rate) or isinstance(learning_rate, (bool, np.bool_)):
