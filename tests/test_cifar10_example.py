@@ -139,6 +139,10 @@ def _expected_fixed(name, lr):
             per_step(al.warmup_cosine(lr, SPE, 3 * SPE)),
         ),
         "one_cycle": ({}, per_step(al.one_cycle_lr(lr, 3 * SPE))),
+        "wsd": (
+            {"wsd.decay_fraction": 0.4, "wsd.decay_shape": "sqrt"},
+            per_step(al.warmup_stable_decay(lr, 3 * SPE, decay_fraction=0.4, decay_shape="sqrt")),
+        ),
     }[name]
 
 

@@ -124,7 +124,7 @@ def _lines(out: Path) -> list[dict]:
 
 def _argv(out, data, *extra):
     return ["--protocol", "cpu", "--seeds", "0,1", "--data-dir", str(data), "--out", str(out),
-            "--set", "epochs=3", *extra]  # fmt: skip
+            "--set", "epochs=3", "--groups", ",".join(plan.COMPARISON_GROUPS), *extra]  # fmt: skip
 
 
 def _cells(readme: str, variant: str) -> list[str]:
@@ -161,7 +161,7 @@ def test_committed_results_keep_their_keys(preset):
     for line in COMMITTED.read_text().splitlines():
         rec = json.loads(line)
         committed[rec["key"]] = rec
-    runs = {r.key: r for r in plan.make_plan("cpu", preset, plan.GROUPS, [0, 1], {})}
+    runs = {r.key: r for r in plan.make_plan("cpu", preset, plan.COMPARISON_GROUPS, [0, 1], {})}
     assert set(runs) == set(committed) and len(runs) == N_RUNS
     for key, rec in committed.items():
         assert rec["overrides"] == runs[key].diff, key
@@ -184,7 +184,7 @@ def test_legacy_names():
 
 def test_plan_keys_and_sharing(preset):
     sets = plan.parse_sets(preset, ["epochs=3"])
-    runs = plan.make_plan("cpu", preset, plan.GROUPS, [0, 1], sets)
+    runs = plan.make_plan("cpu", preset, plan.COMPARISON_GROUPS, [0, 1], sets)
     keys = [r.key for r in runs]
     assert len(keys) == len(set(keys)) == N_RUNS
     labels = [(v.label, r.seed) for r in runs for v in r.variants]
@@ -256,7 +256,7 @@ def test_every_variant_is_a_valid_example_config(preset):
     # Each variant's overrides name settings of the example's config and have their types;
     # each schedule is one of the example's methods.
     flat = plan.flatten(preset)
-    for v in plan.variants(plan.GROUPS, preset):
+    for v in plan.variants(plan.COMPARISON_GROUPS, preset):
         for path, value in v.overrides:
             assert path in flat, (v.label, path)
             parent, _, name = path.rpartition(".")
@@ -267,7 +267,7 @@ def test_every_variant_is_a_valid_example_config(preset):
                 assert {type(x) for x in value} <= {type(x) for x in flat[path]}, (v.label, path)
         config = plan.build_config(preset, v.overrides, {})
         assert config.schedule in METHODS, v.label
-    runs = plan.make_plan("cpu", preset, plan.GROUPS, [0], {}, METHODS)
+    runs = plan.make_plan("cpu", preset, plan.COMPARISON_GROUPS, [0], {}, METHODS)
     assert all(r.supported for r in runs)
     configs = [plan.build_config(preset, r.variants[0].overrides, {}) for r in runs]
     assert {"softmax:0.25", "rank_exp", "softmax"} <= {c.auto.score for c in configs}
@@ -297,7 +297,7 @@ def test_resume_schema_table_report_only(preset, tmp_path, data_file, capsys, no
     assert "main:auto7,score:minmax_exp,probe:random" in listing
 
     # Interrupted in the 3rd run after its 2nd epoch (Ctrl-C stops the benchmark).
-    runs = plan.make_plan("cpu", preset, plan.GROUPS, [0, 1], {"epochs": 3})
+    runs = plan.make_plan("cpu", preset, plan.COMPARISON_GROUPS, [0, 1], {"epochs": 3})
     order = sorted(runs, key=lambda r: r.seed)  # the benchmark runs seed 0 first
     fake.interrupt = (order[2].key, 2)
     with pytest.raises(KeyboardInterrupt):

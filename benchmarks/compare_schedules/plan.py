@@ -26,7 +26,10 @@ from ml_collections import config_dict
 from benchmarks._declarations import FACTORS, LR_FREE, LR_GRID, WIDE_FACTORS
 
 PROTOCOLS = ("cpu", "seed", "gpu-short")  # the example's presets the benchmark runs
-GROUPS = ("main", "sensitivity", "score", "probe")
+# The comparison of the automated scheduler as published (committed results), and the
+# budget-aware candidates that followed it.
+COMPARISON_GROUPS = ("main", "sensitivity", "score", "probe")
+GROUPS = (*COMPARISON_GROUPS, "budget")
 MAX_LR_BOUND = 0.1  # the auto.max_lr tried at lr = 1: the largest grid lr below 1
 LOOKAHEAD = 10  # the probe group's longer horizon (auto_lr(lookahead=...))
 # The probe group's larger scoring batch: if the separate-batch probe's downward drift were
@@ -246,6 +249,22 @@ def variants(groups: Iterable[str], preset) -> list[Variant]:
                     f"random+batch{BIG_PROBE_BATCH}+rank_exp",
                     _auto(7, score="rank_exp", **big),
                 ),
+            ]
+        elif group == "budget":
+            # The budget-aware candidates (issue 13): the automated level found by a wide
+            # first-probe search and shaped by warmup-stable-decay, against the fixed
+            # warmup-stable-decay schedule, from every start; and the ablation at the preset's lr.
+            best = _auto(3, initial_search=True, budget="wsd")
+            for lr in LR_GRID:
+                out += [_v(group, f"auto3+search+wsd@{lr:g}", {"learning_rate": lr, **best})]
+                out += [_v(group, f"wsd@{lr:g}", {"learning_rate": lr, "schedule": "wsd"})]
+            out += [
+                _v(group, "auto3+search", _auto(3, initial_search=True)),
+                _v(group, "auto3+wsd", _auto(3, budget="wsd")),
+                _v(group, "auto3+search+wsd", best),
+                _v(group, "armijo+search+wsd", {**best, "auto.rule": "armijo"}),
+                _v(group, "parabola+search+wsd", {**best, "auto.rule": "parabola"}),
+                _v(group, "wsd", {"schedule": "wsd"}),
             ]
         else:
             raise SystemExit(f"error: unknown group {group!r}; choose from {', '.join(GROUPS)}")

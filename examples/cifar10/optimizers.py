@@ -9,7 +9,7 @@ Families (``config.schedule`` names the method, ``config.<method>`` holds its
 settings):
 
 * fixed schedules (``constant``, ``step``, ``multistep``, ``exponential``,
-  ``linear``, ``cosine``, ``warmup_cosine``, ``one_cycle``): SGD with
+  ``linear``, ``cosine``, ``warmup_cosine``, ``one_cycle``, ``wsd``): SGD with
   ``autolr_jax.scale_by_lr_schedule``, PyTorch's values;
 * ``plateau``: SGD with ``autolr_jax.reduce_on_plateau``, fed once per epoch
   with ``report_metric`` (the after-epoch hook);
@@ -93,7 +93,7 @@ def lr_update_of(config) -> str:
     """'epoch' or 'step': how often the learning rate of a fixed schedule changes."""
     if config.lr_update is not None:
         return config.lr_update
-    return "step" if config.schedule == "one_cycle" else "epoch"
+    return "step" if config.schedule in ("one_cycle", "wsd") else "epoch"
 
 
 def _one_cycle(c, lr, epochs, k):
@@ -136,6 +136,14 @@ FIXED_SCHEDULES: dict[str, Callable[..., optax.Schedule]] = {
     ),
     "warmup_cosine": _warmup_cosine,
     "one_cycle": _one_cycle,
+    # warmup-stable-decay: constant, then a cooldown over the last decay_fraction of the run.
+    "wsd": lambda c, lr, epochs, k: al.warmup_stable_decay(
+        lr,
+        epochs * k,
+        warmup_steps=c.wsd.warmup_epochs * k,
+        decay_fraction=c.wsd.decay_fraction,
+        decay_shape=c.wsd.decay_shape,
+    ),
 }
 
 
@@ -158,7 +166,7 @@ def build_schedule(config, steps_per_epoch: int) -> optax.Schedule:
 def _depends_on_epochs(config) -> bool:
     name = config.schedule
     return (
-        name in ("warmup_cosine", "one_cycle")
+        name in ("warmup_cosine", "one_cycle", "wsd")
         or (name == "cosine" and config.cosine.t_max is None)
         or (name == "multistep" and config.multistep.milestones is None)
     )

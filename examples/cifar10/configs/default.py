@@ -12,7 +12,7 @@ Durations of the fixed schedules (``step.step_size``, ``multistep.milestones``,
 epochs. ``lr_update`` says how often a fixed schedule changes the learning rate:
 ``'epoch'`` (PyTorch's protocol, ``scheduler.step()`` once per epoch) or
 ``'step'`` (the same schedule evaluated at every update); unset, ``'step'`` for
-``one_cycle`` and ``'epoch'`` otherwise.
+``one_cycle`` and ``wsd`` and ``'epoch'`` otherwise.
 
 Each method's settings live in the sub-config of its name (``config.auto``,
 ``config.plateau``, ``config.alr``, ``config.prodigy``, ...). The allowed values
@@ -64,6 +64,10 @@ def get_config() -> config_dict.ConfigDict:
     c.cosine = config_dict.ConfigDict({"t_max": placeholder(int), "eta_min": 0.0})
     c.warmup_cosine = config_dict.ConfigDict(
         {"warmup_epochs": 5, "warmup_start_factor": placeholder(float), "eta_min": 0.0}
+    )
+    # warmup-stable-decay (Hägele et al. 2024): updated per step unless lr_update says otherwise
+    c.wsd = config_dict.ConfigDict(
+        {"warmup_epochs": 0, "decay_fraction": 0.2, "decay_shape": "linear"}
     )
     c.one_cycle = config_dict.ConfigDict(
         {
