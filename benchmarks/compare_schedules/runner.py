@@ -137,7 +137,6 @@ def summarize(
     elif final_train >= _LN10 and final_acc <= _CHANCE:
         status = "at_chance"
     probes = probes_of(history)
-    first = run.variants[0]
     lr, lr_meaning = config.learning_rate, "initial learning rate"
     if config.schedule in ("prodigy", "dog"):
         # They estimate the step size; their learning_rate only multiplies the estimate.
@@ -145,13 +144,7 @@ def summarize(
         lr_meaning = "multiplier of the estimated step size"
     last = history[-1]
     return {
-        "schema": SCHEMA,
-        "key": run.key,
-        "protocol": protocol,
-        "group": first.group,
-        "variant": first.name,
-        "variants": [v.label for v in run.variants],
-        "seed": run.seed,
+        **_identity(protocol, run),
         "schedule": config.schedule,
         "lr": lr,
         "lr_meaning": lr_meaning,
@@ -183,7 +176,8 @@ def summarize(
     }
 
 
-def _error_record(protocol: str, run: Run, error: Exception, run_time_s: float) -> dict:
+def _identity(protocol: str, run: Run) -> dict:
+    """The fields that say which run a record is."""
     first = run.variants[0]
     return {
         "schema": SCHEMA,
@@ -193,6 +187,12 @@ def _error_record(protocol: str, run: Run, error: Exception, run_time_s: float) 
         "variant": first.name,
         "variants": [v.label for v in run.variants],
         "seed": run.seed,
+    }
+
+
+def _error_record(protocol: str, run: Run, error: Exception, run_time_s: float) -> dict:
+    return {
+        **_identity(protocol, run),
         "status": "error",
         "error": f"{type(error).__name__}: {error}",
         "run_time_s": run_time_s,
