@@ -243,14 +243,16 @@ def _auto(config, steps_per_epoch, probe_loss_fn) -> Method:
     # auto_lr owns the momentum: the candidates are factors of SGD's whole update.
     momentum = {"momentum": config.momentum, "nesterov": config.nesterov} if config.momentum else {}
     every = steps_per_epoch if a.every is None else a.every
-    budget = a.get("budget")
-    if budget not in (None, "wsd"):
-        raise ConfigError(f"config.auto.budget must be None or 'wsd', got {budget!r}")
-    shape = (
-        al.warmup_stable_decay(1.0, steps_per_epoch * config.epochs, decay_fraction=0.2)
-        if budget == "wsd"
-        else None
-    )
+    if a.budget not in (None, "wsd"):
+        raise ConfigError(f"config.auto.budget must be None or 'wsd', got {a.budget!r}")
+    shape = None
+    if a.budget == "wsd":  # the shape of the fixed wsd schedule (config.wsd), peak 1, no warmup
+        shape = al.warmup_stable_decay(
+            1.0,
+            steps_per_epoch * config.epochs,
+            decay_fraction=config.wsd.decay_fraction,
+            decay_shape=config.wsd.decay_shape,
+        )
     last = al.auto_lr(
         optax.sgd,
         learning_rate=config.learning_rate,
@@ -262,8 +264,8 @@ def _auto(config, steps_per_epoch, probe_loss_fn) -> Method:
         strategy=a.strategy,
         chunk_size=a.chunk_size,
         lookahead=a.lookahead,
-        rule=a.get("rule", "seed"),
-        initial_search=a.get("initial_search", False),
+        rule=a.rule,
+        initial_search=a.initial_search,
         schedule=shape,
         **auto_score(a.score),
         **momentum,

@@ -110,8 +110,8 @@ def get_config() -> config_dict.ConfigDict:
             "rule": "seed",
             # A wide first probe (four decades either side of learning_rate).
             "initial_search": False,
-            # None, or 'wsd': the level times warmup_stable_decay(1.0, total updates,
-            # decay_fraction=0.2) as the budget shape.
+            # None, or 'wsd': the level times warmup_stable_decay(1.0, total updates) as
+            # the budget shape, with config.wsd's decay_fraction and decay_shape.
             "budget": placeholder(str),
         }
     )
