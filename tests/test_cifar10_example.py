@@ -334,6 +334,23 @@ def test_auto_lookahead_and_score_spec(tiny_folder, tmp_path):
         np.testing.assert_allclose(sum(p["scores"]), 1.0, rtol=1e-5)
 
 
+def test_auto_rule_search_and_budget(tiny_folder, tmp_path):
+    """auto.rule, auto.initial_search and auto.budget='wsd' reach auto_lr: the logged lr of
+    the last update is the level of the last probe times warmup_stable_decay's shape."""
+    config = tiny_config(
+        tiny_folder, schedule="auto", epochs=2, auto__rule="armijo", auto__initial_search=True,
+        auto__budget="wsd", plots=False, checkpoint=False,
+    )  # fmt: skip
+    history = train.train_and_evaluate(config, tmp_path)
+    probes = [p for r in history for p in r["probes"]]
+    assert [p["step"] for p in probes] == [0, SPE]
+    shape = al.warmup_stable_decay(1.0, 2 * SPE, decay_fraction=0.2)
+    # Probes at updates 0 and 5 run at shape 1; the last update (9) at shape(9) = 0.5.
+    assert float(shape(SPE)) == 1.0 and float(shape(2 * SPE - 1)) == 0.5
+    np.testing.assert_allclose(history[-1]["lr"], probes[-1]["lr"] * 0.5, rtol=1e-6)
+    assert all(math.isfinite(r["train_loss"]) for r in history)
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [
