@@ -263,6 +263,12 @@ def variants(groups: Iterable[str], preset) -> list[Variant]:
                 _v(group, "auto3+wsd", _auto(3, budget="wsd")),
                 _v(group, "auto3+search+wsd", best),
                 _v(group, "armijo+search+wsd", {**best, "auto.rule": "armijo"}),
+                # Armijo's sufficient decrease is meant for the batch the gradient came from.
+                _v(
+                    group,
+                    "armijo-train+search+wsd",
+                    {**best, "auto.rule": "armijo", "auto.probe_source": "train"},
+                ),
                 _v(group, "parabola+search+wsd", {**best, "auto.rule": "parabola"}),
                 _v(group, "wsd", {"schedule": "wsd"}),
             ]
