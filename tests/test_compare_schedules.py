@@ -158,9 +158,13 @@ def test_committed_results_keep_their_keys(preset):
     # Hours of CPU: the plan must recognise every committed run as done, by the same key,
     # and each record's overrides (flat names) are the run's difference from the preset.
     committed = {}
+    later = {}
     for line in COMMITTED.read_text().splitlines():
         rec = json.loads(line)
-        committed[rec["key"]] = rec
+        (committed if rec["group"] in plan.COMPARISON_GROUPS else later)[rec["key"]] = rec
+    # Runs of groups added since (budget) are planned runs too.
+    every = {r.key for r in plan.make_plan("cpu", preset, plan.GROUPS, [0, 1, 2], {})}
+    assert set(later) <= every
     runs = {r.key: r for r in plan.make_plan("cpu", preset, plan.COMPARISON_GROUPS, [0, 1], {})}
     assert set(runs) == set(committed) and len(runs) == N_RUNS
     for key, rec in committed.items():
