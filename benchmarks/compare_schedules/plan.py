@@ -255,8 +255,12 @@ def variants(groups: Iterable[str], preset) -> list[Variant]:
             # first-probe search and shaped by warmup-stable-decay, against the fixed
             # warmup-stable-decay schedule, from every start; and the ablation at the preset's lr.
             best = _auto(3, initial_search=True, budget="wsd")
+            armijo = {**best, "auto.rule": "armijo", "auto.probe_source": "train"}
             for lr in LR_GRID:
                 out += [_v(group, f"auto3+search+wsd@{lr:g}", {"learning_rate": lr, **best})]
+                out += [
+                    _v(group, f"armijo-train+search+wsd@{lr:g}", {"learning_rate": lr, **armijo})
+                ]
                 out += [_v(group, f"wsd@{lr:g}", {"learning_rate": lr, "schedule": "wsd"})]
             out += [
                 _v(group, "auto3+search", _auto(3, initial_search=True)),
@@ -264,11 +268,7 @@ def variants(groups: Iterable[str], preset) -> list[Variant]:
                 _v(group, "auto3+search+wsd", best),
                 _v(group, "armijo+search+wsd", {**best, "auto.rule": "armijo"}),
                 # Armijo's sufficient decrease is meant for the batch the gradient came from.
-                _v(
-                    group,
-                    "armijo-train+search+wsd",
-                    {**best, "auto.rule": "armijo", "auto.probe_source": "train"},
-                ),
+                _v(group, "armijo-train+search+wsd", armijo),
                 _v(group, "parabola+search+wsd", {**best, "auto.rule": "parabola"}),
                 _v(group, "wsd", {"schedule": "wsd"}),
             ]
