@@ -29,6 +29,7 @@ from autolr_jax.auto import (
     rank_exp_score,
     resolve_probe_strategy,
     softmax_score,
+    zscore_exp_score,
 )
 from autolr_jax.schedules import (
     MultiplicativeSchedule,
@@ -99,6 +100,7 @@ __all__ = [
     "rank_exp_score",
     "resolve_probe_strategy",
     "softmax_score",
+    "zscore_exp_score",
     # ALR tree baseline
     "ALREpochInfo",
     "ALRState",

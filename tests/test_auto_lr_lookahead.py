@@ -11,7 +11,7 @@ import optax
 import pytest
 from test_auto_lr import np_grad, np_loss, np_minmax_exp
 
-from autolr_jax import current_lr, rank_exp_score
+from autolr_jax import current_lr, rank_exp_score, zscore_exp_score
 from autolr_jax.auto import auto_lr
 
 STEPS, DIM, K = 12, 3, 3
@@ -34,6 +34,16 @@ def np_rank_exp(losses):
     s = np.zeros(len(losses))
     for i in np.flatnonzero(finite):
         s[i] = 2.0 ** -np.sum(losses[finite] < losses[i])
+    return s
+
+
+def np_zscore_exp(losses):
+    """The published code's score (torch.std: ddof=1), finite losses only; equal: 1."""
+    finite = np.isfinite(losses)
+    s = np.zeros(len(losses))
+    x = losses[finite]
+    std = x.std(ddof=1) if len(x) > 1 else 0.0
+    s[finite] = np.exp(-(x - x.mean()) / std) if std > 0 else 1.0
     return s
 
 
@@ -158,6 +168,24 @@ def test_rank_exp_score_matches_numpy():
         x = np.array(losses)
         got = rank_exp_score(jnp.asarray(x, jnp.float32), jnp.isfinite(jnp.asarray(x)))
         np.testing.assert_allclose(got, np_rank_exp(x))
+
+
+def test_zscore_exp_score_matches_numpy():
+    cases = ([3.0, 1.0, 2.0], [1.0, 1.0, np.nan, 0.5, np.inf], [5.0], [2.0, 2.0], [1e30, 1.0, 2.0])
+    for losses in cases:
+        x = np.array(losses)
+        got = zscore_exp_score(jnp.asarray(x, jnp.float32), jnp.isfinite(jnp.asarray(x)))
+        np.testing.assert_allclose(got, np_zscore_exp(x), rtol=1e-5)
+
+
+def test_zscore_exp_in_auto_lr_matches_numpy():
+    factors = (2.0, 1.0, 0.5)
+    tx = auto_lr(optax.sgd, 0.05, loss_fn=loss_fn, factors=factors, every=2, score="zscore_exp")
+    lrs, _, _, _ = jax_run(tx, 1)
+    want, _, _ = np_run(0.05, factors, 2, 1, None, score=np_zscore_exp)
+    np.testing.assert_allclose(lrs, want, rtol=2e-4)
+    other, _, _ = np_run(0.05, factors, 2, 1, None)
+    assert np.max(np.abs(other / want - 1)) > 1e-3
 
 
 def test_rank_exp_in_auto_lr_matches_numpy():

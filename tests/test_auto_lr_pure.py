@@ -16,7 +16,14 @@ import numpy as np
 import optax
 import pytest
 
-from autolr_jax import auto_lr, current_lr, minmax_exp_score, rank_exp_score, softmax_score
+from autolr_jax import (
+    auto_lr,
+    current_lr,
+    minmax_exp_score,
+    rank_exp_score,
+    softmax_score,
+    zscore_exp_score,
+)
 from autolr_jax._validation import F32_MAX, F32_TINY
 from autolr_jax.auto._combine import (
     clamp_level,
@@ -75,6 +82,7 @@ def test_normalisation_is_exact_for_the_builtin_scores():
     factors = (4.0, 2.0, 1.0, 0.5, 0.125)
     rng = np.random.default_rng(1)
     scores_of = [minmax_exp_score, rank_exp_score, softmax_score(1.0), softmax_score(0.3)]
+    scores_of.append(zscore_exp_score)
 
     @jax.jit
     def both(losses):

@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import IN_CI
@@ -108,6 +109,7 @@ def test_every_method_builds_and_names_are_declared_once():
         assert (method.probe is not None) == (name == "auto"), name
         assert (method.after_epoch is not None) == (name == "plateau"), name
         assert (method.eval_params is not None) == (name == "schedule_free"), name
+        assert (method.epoch_probe is not None) == (name == "null_model"), name
     config.schedule = "nope"
     with pytest.raises(train.ConfigError, match="config.schedule must be one of"):
         optimizers.build_method(config, SPE)
@@ -191,6 +193,44 @@ def test_plateau_schedule(tiny_folder, tmp_path):
         else:
             cur *= factor
     np.testing.assert_allclose([r["lr"] for r in history], want, rtol=1e-6)
+
+
+def np_null_model_multiplier(losses, factors):
+    """The published get_lr, in NumPy: z-score with torch.std's ddof=1, exp(-z), weighted
+    geometric mean of the factors."""
+    losses = np.asarray(losses, np.float64)
+    z = (losses - losses.mean()) / losses.std(ddof=1)
+    w = np.exp(-z)
+    return float(np.exp(np.sum(w / w.sum() * np.log(factors))))
+
+
+def test_null_model_multiplies_the_lr_by_the_published_rule_once_per_epoch(tiny_folder, tmp_path):
+    lr, factors = 0.05, (2.0, 1.0, 0.5)
+    config = tiny_config(tiny_folder, schedule="null_model", learning_rate=lr, epochs=3,
+                         null_model__factors=factors, plots=False)  # fmt: skip
+    history = train.train_and_evaluate(config, tmp_path)
+    check_outputs(tmp_path, history, 3, plots=False)
+    want = lr
+    for r in history:
+        np.testing.assert_allclose(r["lr"], want, rtol=1e-5)  # set by the previous epoch
+        losses = r["epoch_probe"]["losses"]
+        # one batch per factor, each its own random draw: the losses differ
+        assert len(losses) == 3 and len(set(losses)) == 3 and all(map(math.isfinite, losses))
+        want *= np_null_model_multiplier(losses, factors)
+        np.testing.assert_allclose(r["epoch_probe"]["lr_next"], want, rtol=1e-5)
+    assert history[-1]["epoch_probe"]["lr_next"] != lr
+
+
+def test_null_model_multiplier_matches_numpy():
+    rng = np.random.default_rng(0)
+    for n in (2, 3, 5):
+        factors = tuple(np.sort(rng.uniform(0.1, 4.0, n)))
+        losses = rng.normal(2.0, 0.3, n)
+        got = optimizers.null_model_multiplier(jnp.asarray(losses, jnp.float32), factors)
+        np.testing.assert_allclose(float(got), np_null_model_multiplier(losses, factors), rtol=1e-5)
+    # equal losses: the plain geometric mean (the published code would give NaN)
+    got = optimizers.null_model_multiplier(jnp.ones(3), (4.0, 1.0, 0.5))
+    np.testing.assert_allclose(float(got), 2.0 ** (1 / 3), rtol=1e-6)
 
 
 @pytest.mark.parametrize("schedule", optimizers.LR_FREE)

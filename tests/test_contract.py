@@ -104,6 +104,13 @@ CASES = [
         extra=lambda step, loss: {"batch": BATCH},
     ),
     Case(
+        "auto_lr_zscore",
+        lambda: al.auto_lr(
+            optax.sgd, learning_rate=0.05, loss_fn=loss_fn, every=2, score="zscore_exp"
+        ),
+        extra=lambda step, loss: {"batch": BATCH},
+    ),
+    Case(
         "auto_lr_lookahead_rank",
         lambda: al.auto_lr(
             optax.sgd,

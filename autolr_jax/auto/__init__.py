@@ -3,7 +3,12 @@
 from autolr_jax._candidates import default_probe_strategy, resolve_probe_strategy
 from autolr_jax.auto._auto_lr import AutoLRControl, AutoLRState, AutoLRTelemetry, auto_lr
 from autolr_jax.auto._rules import DECISIONS, armijo_rule, parabola_rule
-from autolr_jax.auto._scores import minmax_exp_score, rank_exp_score, softmax_score
+from autolr_jax.auto._scores import (
+    minmax_exp_score,
+    rank_exp_score,
+    softmax_score,
+    zscore_exp_score,
+)
 
 __all__ = [
     "DECISIONS",
@@ -18,4 +23,5 @@ __all__ = [
     "rank_exp_score",
     "resolve_probe_strategy",
     "softmax_score",
+    "zscore_exp_score",
 ]

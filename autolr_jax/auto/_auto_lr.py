@@ -390,7 +390,8 @@ def auto_lr(
       has_aux: whether ``loss_fn`` returns ``(loss, aux)``; ``aux`` is ignored.
       score: ``"minmax_exp"`` (default, :func:`minmax_exp_score`), ``"softmax"``
         (:func:`softmax_score` with temperature 1), ``"rank_exp"``
-        (:func:`rank_exp_score`), or a callable
+        (:func:`rank_exp_score`), ``"zscore_exp"`` (:func:`zscore_exp_score`, the
+        published code's), or a callable
         ``score(losses, finite) -> scores`` (float ``(N,)``, bool ``(N,)`` ->
         nonnegative ``(N,)``; see :mod:`autolr_jax.auto._scores` for the
         contract), e.g. ``softmax_score(temperature=0.5)``.

@@ -39,6 +39,7 @@ __all__ = [
     "rank_exp_score",
     "resolve_score",
     "softmax_score",
+    "zscore_exp_score",
 ]
 
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -157,7 +158,52 @@ def rank_exp_score(losses: jax.Array, finite: jax.Array) -> jax.Array:
     return jnp.where(finite, jnp.exp2(-better.astype(losses.dtype)), 0.0)
 
 
-SCORES = ("minmax_exp", "softmax", "rank_exp")
+def zscore_exp_score(losses: jax.Array, finite: jax.Array) -> jax.Array:
+    """Standardised losses through ``exp(-z)``: the score of the seed's published code.
+
+    ``z_i = (L_i - mean L) / std L`` with the mean and the *sample* standard
+    deviation (``ddof=1``, ``torch.std``'s default) over the finite losses, and
+    ``s_i = exp(-z_i)``. Where the published code divides by a zero standard
+    deviation (equal losses, or one finite loss) and gets NaN, every finite
+    candidate scores 1 here. Non-finite losses score 0. Unlike the min-max
+    score, the ratio of the best to the worst weight grows with the number of
+    candidates and with how far the worst one lies from the rest.
+
+    Args:
+      losses: candidate losses, shape ``(N,)``.
+      finite: ``jnp.isfinite(losses)``.
+
+    Returns:
+      Scores of shape ``(N,)``, positive for finite losses (0 for non-finite ones).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from autolr_jax.auto import zscore_exp_score
+      >>> losses = jnp.array([3.0, 1.0, 2.0])
+      >>> [round(float(s), 4) for s in zscore_exp_score(losses, jnp.isfinite(losses))]
+      [0.3679, 2.7183, 1.0]
+
+    References:
+      colin31472/CSED538-POSTECH-2024S, ``code/new_scheduler.py``
+      (``loss_informed_scheduler.get_lr``), the code published with Kim and Yu,
+      "Automated learning rate scheduling with in-training information".
+    """
+    count = jnp.sum(finite).astype(losses.dtype)
+    safe = jnp.where(finite, losses, 0.0)
+    # The mean of the losses scaled by their largest magnitude, so that neither the sum
+    # nor the squares overflow (losses of 1e30 are finite in float32, their squares not).
+    big = jnp.max(jnp.abs(safe))
+    unit = jnp.where(big > 0, big, 1.0)
+    x = safe / unit
+    mean = jnp.sum(x) / jnp.maximum(count, 1.0)
+    dev = jnp.where(finite, x - mean, 0.0)
+    std = jnp.sqrt(jnp.sum(dev**2) / jnp.maximum(count - 1.0, 1.0))
+    spread = (count > 1) & jnp.isfinite(std) & (std > 0)
+    z = jnp.where(spread, dev / jnp.where(spread, std, 1.0), 0.0)
+    return jnp.where(finite, jnp.exp(-z), 0.0)
+
+
+SCORES = ("minmax_exp", "softmax", "rank_exp", "zscore_exp")
 
 
 def resolve_score(score: str | ScoreFn) -> ScoreFn:
@@ -174,6 +220,8 @@ def resolve_score(score: str | ScoreFn) -> ScoreFn:
             return softmax_score(1.0)
         if score == "rank_exp":
             return rank_exp_score
+        if score == "zscore_exp":
+            return zscore_exp_score
     elif callable(score):
         return score
     raise ValueError(

@@ -271,6 +271,8 @@ def variants(groups: Iterable[str], preset) -> list[Variant]:
                 _v(group, "armijo-train+search+wsd", armijo),
                 _v(group, "parabola+search+wsd", {**best, "auto.rule": "parabola"}),
                 _v(group, "wsd", {"schedule": "wsd"}),
+                # The null model: the published code's rule (losses of the unchanged model).
+                _v(group, "null_model", {"schedule": "null_model"}),
             ]
         else:
             raise SystemExit(f"error: unknown group {group!r}; choose from {', '.join(GROUPS)}")

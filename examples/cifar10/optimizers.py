@@ -15,6 +15,10 @@ settings):
   with ``report_metric`` (the after-epoch hook);
 * ``auto``: ``autolr_jax.auto_lr(optax.sgd, ...)``, which probes factors of the
   learning rate inside the jitted step (it needs a probe batch);
+* ``null_model``: the rule of the seed's published code, as a baseline: once per
+  epoch, the losses of the unchanged model on one random training batch per
+  factor, z-scored, ``exp(-z)``, the factors' weighted geometric mean multiplies
+  the learning rate (the losses do not depend on the factors: a random walk);
 * the learning-rate-free optimizers of ``optax.contrib`` (``prodigy``, ``dog``,
   ``mechanize``, ``schedule_free``): they replace SGD and its schedule.
 
@@ -25,6 +29,7 @@ The ALR tree (``alr``) trains a beam of models, not one: it has its own loop in
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -50,6 +55,20 @@ class Probe:
 
 
 @dataclasses.dataclass(frozen=True)
+class EpochProbe:
+    """A probe the loop runs once per epoch, after the evaluation, at the current parameters.
+
+    The loop draws ``batches`` random batches of ``batch_size`` un-augmented
+    training images, computes the model's loss on each (train-mode forward of a
+    discarded copy, as the ``auto`` probe) and hands the losses to ``update``.
+    """
+
+    batches: int
+    batch_size: int
+    update: Callable[[Any, jax.Array], Any]  # (pure opt_state, losses (batches,)) -> opt_state
+
+
+@dataclasses.dataclass(frozen=True)
 class Method:
     """A learning-rate method as the training loop sees it.
 
@@ -61,6 +80,8 @@ class Method:
       probe: set for methods that probe inside the train step (``auto``).
       after_epoch: ``(pure opt_state, epoch metrics) -> pure opt_state``, called
         once per epoch after the evaluation (plateau's ``report_metric``).
+      epoch_probe: losses on random batches at the end of each epoch, after
+        ``after_epoch`` (the null model).
       eval_params: ``(pure opt_state, params) -> params to evaluate`` when they
         differ from the trained ones (schedule-free's averaged iterate).
       bn_refresh_batches: with ``eval_params``, the training batches run at the
@@ -74,6 +95,7 @@ class Method:
     lr_label: str = "last update of the epoch"
     probe: Probe | None = None
     after_epoch: Callable[[Any, dict], Any] | None = None
+    epoch_probe: EpochProbe | None = None
     eval_params: Callable[[Any, Any], Any] | None = None
     bn_refresh_batches: int = 0
     depends_on_epochs: bool = False
@@ -275,6 +297,61 @@ def _auto(config, steps_per_epoch, probe_loss_fn) -> Method:
     return Method(optax.chain(*pre, last), probe=probe, depends_on_epochs=shape is not None)
 
 
+# optax.inject_hyperparams' states (the stateful one is what it builds today).
+_INJECTED = (optax.InjectHyperparamsState, optax.InjectStatefulHyperparamsState)
+
+
+def with_injected_lr(tree: Any, lr: jax.Array) -> Any:
+    """``tree`` (a pure optimizer state) with every injected ``learning_rate`` set to ``lr``."""
+
+    def put(node):
+        if isinstance(node, _INJECTED):
+            lr_ = jnp.asarray(lr, node.hyperparams["learning_rate"].dtype)
+            return node._replace(hyperparams={**node.hyperparams, "learning_rate": lr_})
+        return node
+
+    return jax.tree.map(put, tree, is_leaf=lambda n: isinstance(n, _INJECTED))
+
+
+def null_model_multiplier(losses: jax.Array, factors: tuple[float, ...]) -> jax.Array:
+    """The published code's multiplier: factors' geometric mean weighted by z-scored losses."""
+    losses = jnp.asarray(losses, jnp.float32)
+    scores = al.zscore_exp_score(losses, jnp.isfinite(losses))
+    logs = jnp.log(jnp.asarray(factors, jnp.float32))
+    total = jnp.sum(scores)
+    # No finite loss: keep the learning rate (the published code would turn it into NaN).
+    return jnp.where(total > 0, jnp.exp(jnp.sum(scores * logs) / jnp.maximum(total, 1e-30)), 1.0)
+
+
+def _null_model(config, steps_per_epoch, probe_loss_fn) -> Method:
+    """The null model: the seed's published rule, whose losses ignore the factors.
+
+    In ``loss_informed_scheduler.get_lr`` (colin31472/CSED538-POSTECH-2024S,
+    ``code/new_scheduler.py``) each factor's loss is the copied model's loss on
+    its own random batch computed *before* the copy's step, so it is the
+    unchanged model's loss: the multiplier is a weighted geometric mean of the
+    factors with random weights. Applied once per epoch (``scheduler.step()``),
+    from the end of the first epoch.
+    """
+    n = config.null_model
+    factors = tuple(float(f) for f in n.factors)
+    if len(factors) < 2 or not all(math.isfinite(f) and f > 0 for f in factors):
+        raise ConfigError(
+            f"config.null_model.factors must be two or more finite numbers > 0, got {n.factors!r}"
+        )
+    size = config.batch_size if n.batch_size is None else n.batch_size
+    if not (isinstance(size, int) and size >= 1):
+        raise ConfigError(f"config.null_model.batch_size must be an integer >= 1, got {size!r}")
+    inject = optax.inject_hyperparams(optax.sgd)(learning_rate=config.learning_rate)
+    tx = optax.chain(*_sgd_prefix(config), inject)
+
+    def update(opt_state, losses):
+        lr = al.current_lr(opt_state)
+        return with_injected_lr(opt_state, lr * null_model_multiplier(losses, factors))
+
+    return Method(tx, epoch_probe=EpochProbe(len(factors), size, update))
+
+
 def _find_state(tree: Any, cls: type) -> Any:
     """The one node of type ``cls`` in a (pure) optimizer state."""
     found = [
@@ -364,6 +441,7 @@ BUILDERS: dict[str, Callable[..., Method]] = {
     **dict.fromkeys(FIXED_SCHEDULES, _fixed),
     "plateau": _plateau,
     "auto": _auto,
+    "null_model": _null_model,
     "prodigy": _prodigy,
     "dog": _dog,
     "mechanize": _mechanize,

@@ -20,6 +20,7 @@ The ALR tree trains a beam of models instead of one: ``alr.py``.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from pathlib import Path
@@ -122,6 +123,23 @@ def make_probe_loss(model_gd: nnx.GraphDef):
         return cross_entropy(model(images, train=True), labels).mean()
 
     return probe_loss
+
+
+def make_epoch_probe(model_gd: nnx.GraphDef, probe_loss):
+    """Jitted ``(model state, images [B, b, ...] uint8, labels [B, b]) -> losses [B]``.
+
+    The losses of the current model on ``B`` batches, one after another
+    (``lax.map``), each a train-mode forward of a discarded copy (``probe_loss``).
+    """
+
+    def losses(model_state, images, labels):
+        # Pure arrays: the copies built inside lax.map must not share the outer Variables.
+        _, params, rest = nnx.as_pure(nnx.split(nnx.merge(model_gd, model_state), nnx.Param, ...))
+        return jax.lax.map(
+            lambda b: probe_loss(params, (normalize(b[0]), b[1], rest)), (images, labels)
+        )
+
+    return jax.jit(losses)
 
 
 def _probe_batch(probe: optimizers.Probe, x, labels, probe_images, probe_labels, rest):
@@ -357,6 +375,28 @@ def train_epoch(config, data, devices, train_step, method, state, epoch, probe_b
     return state, rec, probe_batch
 
 
+def run_epoch_probe(config, data, devices, method, epoch_probe, opt_gd, state, epoch, k):
+    """``method.epoch_probe`` at the end of ``epoch``: (state, its record for the epoch)."""
+    p = method.epoch_probe
+    # Batches drawn as the auto probe's, at the next epoch's first update.
+    n = len(data.train)
+    idx = input_pipeline.probe_indices(n, p.batch_size, config.seed, (epoch + 1) * k, p.batches)
+    images = data.train.images[idx].reshape(p.batches, p.batch_size, *data.train.images.shape[1:])
+    labels = data.train.labels[idx].reshape(p.batches, p.batch_size)
+    losses = epoch_probe(state["model"], *devices.replicate((images, labels)))
+    state, opt_pure = with_opt_state(opt_gd, state, lambda s: p.update(s, losses))
+    lr_next = float(method.read_lr(opt_pure))
+    return state, {"losses": np.asarray(jax.device_get(losses)).tolist(), "lr_next": lr_next}
+
+
+def with_opt_state(opt_gd, state, fn):
+    """``state`` with its optimizer state replaced by ``fn(pure opt_state)``; and that."""
+    optimizer = nnx.merge(opt_gd, state["opt"])
+    opt_pure = fn(nnx.as_pure(optimizer.opt_state))
+    nnx.update(optimizer.opt_state, nnx.state(opt_pure))
+    return {**state, "opt": nnx.state(optimizer)}, opt_pure
+
+
 def train_and_evaluate(config, workdir: str | Path, resume: bool = False) -> list[dict]:
     """Trains and evaluates; writes metrics, checkpoints and plots to ``workdir``.
 
@@ -383,9 +423,16 @@ def train_and_evaluate(config, workdir: str | Path, resume: bool = False) -> lis
     probe_gd = model_gd
     if config.auto.lookahead > 1 and jax.default_backend() == "cpu":
         probe_gd = nnx.split(nnx.eval_shape(lambda: make_model(config, n_classes, True)))[0]
-    method = optimizers.build_method(config, steps_per_epoch, make_probe_loss(probe_gd))
+    probe_loss = make_probe_loss(probe_gd)
+    method = optimizers.build_method(config, steps_per_epoch, probe_loss)
     probe = method.probe
     n_probe = probe.batch_size * probe.lookahead if probe else 0
+    ep = method.epoch_probe
+    if ep and ep.batches * ep.batch_size > len(data.train):
+        raise ConfigError(
+            f"the null model's {ep.batches} batches of {ep.batch_size} exceed the "
+            f"{len(data.train)} training images"
+        )
     if probe and probe.source == "random" and n_probe > len(data.train):
         raise ConfigError(
             f"auto.probe_batch_size {probe.batch_size} x auto.lookahead {probe.lookahead} = "
@@ -417,6 +464,7 @@ def train_and_evaluate(config, workdir: str | Path, resume: bool = False) -> lis
     train_step = make_train_step(model_gd, opt_gd, method, config.data.augment)
     eval_step = make_eval_step(model_gd)
     eval_model = make_eval_model(model_gd, opt_gd, method) if method.eval_params else None
+    epoch_probe = make_epoch_probe(model_gd, probe_loss) if method.epoch_probe else None
     image_shape = data.train.images.shape[1:]
     # The probe batch: a fresh random draw at each probe (unused with source 'train').
     probe_batch = (
@@ -451,10 +499,13 @@ def train_and_evaluate(config, workdir: str | Path, resume: bool = False) -> lis
                 "test_accuracy": test_acc,
                 "train_loss": rec["train_loss"],
             }
-            optimizer = nnx.merge(opt_gd, state["opt"])
-            opt_pure = method.after_epoch(nnx.as_pure(optimizer.opt_state), epoch_metrics)
-            nnx.update(optimizer.opt_state, nnx.state(opt_pure))
-            state = {**state, "opt": nnx.state(optimizer)}
+            after = functools.partial(method.after_epoch, metrics=epoch_metrics)
+            state, _ = with_opt_state(opt_gd, state, after)
+        epoch_losses = None
+        if method.epoch_probe is not None:
+            state, epoch_losses = run_epoch_probe(
+                config, data, devices, method, epoch_probe, opt_gd, state, epoch, steps_per_epoch
+            )
 
         rec = epoch_record(
             epoch,
@@ -464,6 +515,8 @@ def train_and_evaluate(config, workdir: str | Path, resume: bool = False) -> lis
             (t0, train_time, eval_time),
             log.wall_time(),
         )
+        if epoch_losses is not None:
+            rec["epoch_probe"] = epoch_losses
         if not (math.isfinite(rec["train_loss"]) and math.isfinite(rec["test_loss"])):
             log.close()
             raise Diverged(

@@ -115,6 +115,11 @@ def get_config() -> config_dict.ConfigDict:
             "budget": placeholder(str),
         }
     )
+    # The null model (the seed's published rule): once per epoch, the losses of the unchanged
+    # model on one random training batch per factor (batch_size unset: config.batch_size).
+    c.null_model = config_dict.ConfigDict(
+        {"factors": (2.0, 1.0, 0.5), "batch_size": placeholder(int)}
+    )
     # The ALR tree: M beam members (learning_rates unset: (lr, lr / 2)) x N factors per epoch.
     c.alr = config_dict.ConfigDict(
         {
