@@ -36,21 +36,27 @@ def learning_rates(config) -> tuple[float, ...]:
     return (config.learning_rate, config.learning_rate / 2)
 
 
-def make_loss(model_gd: nnx.GraphDef, augment: bool):
+def make_loss(
+    model_gd: nnx.GraphDef, augment, normalize=input_pipeline.normalize, bn_train: bool = True
+):
     """The tree's ``loss_fn(params, model_state, batch) -> (loss, new_model_state)``.
 
     ``batch`` is ``(uint8 images, labels, key)``: the augmentation key travels
     with the batch, so every child sees the same augmented images. The model
     state is ``{'batch_stats', 'correct'}``: the second counts the child's correct
-    training predictions during the epoch (reset before each epoch).
+    training predictions during the epoch (reset before each epoch). ``augment``:
+    ``input_pipeline.augmenter``'s function, True (crop and flip) or False/None;
+    ``bn_train=False``: BatchNorm uses, and keeps, the running statistics.
     """
+    if augment is True:
+        augment = input_pipeline.augment
 
     def loss_fn(params, model_state, batch):
         images, labels, key = batch
         if augment:
-            images = input_pipeline.augment(images, key)
+            images = augment(images, key)
         model = nnx.merge(model_gd, params, model_state["batch_stats"])
-        logits = model(input_pipeline.normalize(images), train=True)
+        logits = model(normalize(images), train=bn_train)
         loss = train.cross_entropy(logits, labels).mean()
         correct = jnp.sum(jnp.argmax(logits, -1) == labels).astype(jnp.int32)
         return loss, {
@@ -146,7 +152,14 @@ def train_and_evaluate(config, workdir: str | Path, resume: bool = False) -> lis
     # inside a loop 20-50x slower unless they are written out (models.loop_safe_conv).
     loop_safe = jax.default_backend() == "cpu"
     model_gd = nnx.split(nnx.eval_shape(lambda: train.make_model(config, n_classes, loop_safe)))[0]
-    tree = build_tree(config, make_loss(model_gd, config.data.augment))
+    augment = input_pipeline.augmenter(config.data)
+    normalize = input_pipeline.normalizer(config.data)
+    tree = build_tree(config, make_loss(model_gd, augment, normalize))
+    # bn_mode 'frozen_after_first_epoch': the children of later epochs train with BatchNorm's
+    # running statistics, a second tree whose epoch compiles when first used (train.bn_trains).
+    trees = {True: tree}
+    if config.bn_mode == "frozen_after_first_epoch":
+        trees[False] = build_tree(config, make_loss(model_gd, augment, normalize, bn_train=False))
 
     @jax.jit
     def init_beam():
@@ -156,9 +169,9 @@ def train_and_evaluate(config, workdir: str | Path, resume: bool = False) -> lis
         aux = {"batch_stats": stats, "correct": jnp.zeros((), jnp.int32)}
         return tree.init(params, learning_rates(config), aux)
 
-    def alr_epoch(beam, batches):
+    def alr_epoch(beam, batches, bn_train=True):
         aux = {**beam.model_state, "correct": jnp.zeros_like(beam.model_state["correct"])}
-        return tree.epoch(beam._replace(model_state=aux), batches)
+        return trees[bn_train].epoch(beam._replace(model_state=aux), batches)
 
     abstract_batches = jax.eval_shape(lambda: epoch_batches(data, config, 0, steps_per_epoch))
 
@@ -171,7 +184,8 @@ def train_and_evaluate(config, workdir: str | Path, resume: bool = False) -> lis
     log = run_log.RunLog(config, workdir, resume, data_summary=train.data_summary(data))
     beam = log.restore(like)
     # Donating the beam saves a copy of it, but only fits when the beam keeps its size.
-    epoch_donating, epoch_plain = jax.jit(alr_epoch, donate_argnums=0), jax.jit(alr_epoch)
+    epoch_donating = jax.jit(alr_epoch, donate_argnums=0, static_argnames="bn_train")
+    epoch_plain = jax.jit(alr_epoch, static_argnames="bn_train")
 
     @jax.jit
     def best_model(beam):
@@ -183,7 +197,7 @@ def train_and_evaluate(config, workdir: str | Path, resume: bool = False) -> lis
             config, data, steps_per_epoch, "lr: the beam's best child, chosen per epoch"
         )
     )
-    eval_step, devices = train.make_eval_step(model_gd), sharding.Devices.all()
+    eval_step, devices = train.make_eval_step(model_gd, normalize), sharding.Devices.all()
     for epoch in range(log.start_epoch, config.epochs):
         t0 = time.time()
         m = int(beam.learning_rates.shape[0])
@@ -198,7 +212,10 @@ def train_and_evaluate(config, workdir: str | Path, resume: bool = False) -> lis
         )
         batches = epoch_batches(data, config, epoch, steps_per_epoch)
         same_size = config.alr.beam_size in (None, m)
-        beam, info = (epoch_donating if same_size else epoch_plain)(beam, batches)
+        bn_train = train.bn_trains(config, epoch)
+        beam, info = (epoch_donating if same_size else epoch_plain)(
+            beam, batches, bn_train=bn_train
+        )
         info, lrs, correct = jax.device_get(
             (info, beam.learning_rates, beam.model_state["correct"][0])
         )
@@ -215,8 +232,12 @@ def train_and_evaluate(config, workdir: str | Path, resume: bool = False) -> lis
         )
         train_time = time.time() - t0
         t1 = time.time()
+        best = best_model(beam)
         test_loss, test_acc = train.evaluate(
-            eval_step, best_model(beam), data.test, config.eval_batch_size, devices
+            eval_step, best, data.test, config.eval_batch_size, devices
+        )
+        rec.update(
+            train.evaluate_validation(eval_step, best, data, config.eval_batch_size, devices)
         )
         eval_time = time.time() - t1
         rec["child_steps_per_s"] = children * steps_per_epoch / train_time

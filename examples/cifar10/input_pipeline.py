@@ -8,8 +8,10 @@ decoded to ``uint8`` NHWC images and integer labels and handed to the same
 batching, shuffling) is shared. Decoded arrays are cached as ``.npz`` so that the
 second run starts in seconds.
 
-Augmentation and normalisation (:func:`augment`, :func:`normalize`) are jax functions:
-they run on the accelerator, inside the jitted train step (see ``train.py``).
+Augmentation and normalisation (:func:`augment`, :func:`rotate`, :func:`normalize`) are
+jax functions: they run on the accelerator, inside the jitted train step (see ``train.py``).
+A validation split, when asked for, is held out of the training set
+(:func:`train_validation_split`).
 """
 
 from __future__ import annotations
@@ -84,6 +86,13 @@ class Dataset:
     test: Split
     source: str  # where the data came from, for the logs
     class_names: tuple[str, ...] = CLASS_NAMES
+    # Held out of the training set (config.data.validation_size > 0), else None.
+    validation: Split | None = None
+
+    def splits(self) -> tuple[tuple[str, Split], ...]:
+        """``(name, split)`` of train, validation (if any) and test."""
+        named = [("train", self.train), ("validation", self.validation), ("test", self.test)]
+        return tuple((name, split) for name, split in named if split is not None)
 
     def class_counts(self) -> dict[str, dict[str, int]]:
         """Images per class in each split: what a run reports in its first line."""
@@ -95,7 +104,7 @@ class Dataset:
                     strict=True,
                 )
             )
-            for name, split in (("train", self.train), ("test", self.test))
+            for name, split in self.splits()
         }
 
 
@@ -553,39 +562,104 @@ def write_synthetic_folder(
 # Subsets and batches.
 
 
+class SplitError(ValueError):
+    """A data setting that does not fit the data set (``validation_size`` too large)."""
+
+
+def balanced_order(labels: np.ndarray, num_classes: int = len(CLASS_NAMES)) -> np.ndarray:
+    """Every index of a split, in the order the class-balanced subsets take them.
+
+    A fixed (seed 0) shuffle, then round-robin over the classes: the first image
+    of each class in the shuffle (classes in label order), then the second of
+    each, and so on; a class that runs out is skipped. Any prefix of this order is
+    as balanced as the classes allow. Independent of the training seed.
+    """
+    labels = np.asarray(labels)
+    order = np.random.default_rng(0).permutation(len(labels))
+    shuffled = labels[order]
+    rank = np.empty(len(labels), np.int64)  # position of each image within its class
+    for c in range(num_classes):
+        in_c = shuffled == c
+        rank[in_c] = np.arange(np.count_nonzero(in_c))
+    return order[np.lexsort((shuffled, rank))]  # by rank, then by class
+
+
 def balanced_subset(split: Split, n: int | None, num_classes: int = len(CLASS_NAMES)) -> Split:
     """The first ``n`` examples of a fixed (seed 0) shuffle, balanced over classes.
 
     Independent of the training seed, so that every run of a comparison sees the
     same subset. ``None`` or ``n >= len(split)`` returns the split unchanged.
+    The examples keep their order in ``split``.
     """
     if n is None or n >= len(split):
         return split
     if n < 1:
         raise ValueError(f"subset size must be >= 1, got {n}")
-    order = np.random.default_rng(0).permutation(len(split))
-    per_class = [order[split.labels[order] == c] for c in range(num_classes)]
-    # Round-robin over classes keeps the subset balanced for any n.
-    take, i = [], 0
-    while len(take) < n:
-        for idx in per_class:
-            if i < len(idx) and len(take) < n:
-                take.append(idx[i])
-        i += 1
-    take = np.sort(np.asarray(take))
+    take = np.sort(balanced_order(split.labels, num_classes)[:n])
     return Split(split.images[take], split.labels[take])
 
 
+def train_validation_split(
+    split: Split, train_subset: int | None, validation_size: int,
+    num_classes: int = len(CLASS_NAMES),
+) -> tuple[Split, Split | None]:  # fmt: skip
+    """The training images and the class-balanced validation split held out of them.
+
+    Both come from :func:`balanced_order` (fixed, independent of the training
+    seed). With ``train_subset`` set and at least ``validation_size`` images left
+    outside it, the training subset is exactly ``balanced_subset(split,
+    train_subset)`` (as without a validation split) and the validation images are
+    the next ``validation_size`` of the order, so never in the subset. Otherwise
+    (the full training set, or too few images left) the validation images are
+    carved out first, as the first ``validation_size`` of the order, and the
+    training images (at most ``train_subset``) are taken from the rest.
+
+    Returns:
+      ``(train, validation)``; ``validation`` is None when ``validation_size`` is 0.
+
+    Raises:
+      SplitError: ``validation_size`` leaves no training image.
+    """
+    if not validation_size:
+        return balanced_subset(split, train_subset, num_classes), None
+    n_all = len(split)
+    if validation_size >= n_all:
+        raise SplitError(
+            f"config.data.validation_size {validation_size} leaves no training images "
+            f"(the training set has {n_all}); it must be at most {n_all - 1}"
+        )
+    order = balanced_order(split.labels, num_classes)
+    n = n_all if train_subset is None else min(train_subset, n_all)
+    if n + validation_size <= n_all and n < n_all:
+        train_idx, val_idx = order[:n], order[n : n + validation_size]
+    else:
+        val_idx, train_idx = order[:validation_size], order[validation_size:][:n]
+    train_idx, val_idx = np.sort(train_idx), np.sort(val_idx)
+    return (
+        Split(split.images[train_idx], split.labels[train_idx]),
+        Split(split.images[val_idx], split.labels[val_idx]),
+    )
+
+
 def load_dataset(data) -> Dataset:
-    """The data set a run's ``config.data`` asks for: the source, then the subsets."""
+    """The data set a run's ``config.data`` asks for: the source, then the subsets.
+
+    Raises:
+      DataError: the source is missing or malformed.
+      SplitError: ``data.validation_size`` leaves no training images.
+    """
     if data.data_dir:
         ds = load_image_folder(data.data_dir, data.cache_dir)
     else:
         ds = load_tfds(data.tfds_data_dir, data.cache_dir)
+    train, validation = train_validation_split(
+        ds.train, data.train_subset, data.get("validation_size", 0)
+    )
     return Dataset(
-        balanced_subset(ds.train, data.train_subset),
+        train,
         balanced_subset(ds.test, data.test_subset),
         ds.source,
+        validation=validation,
     )
 
 
@@ -648,26 +722,107 @@ def eval_batches(
 # Per-channel statistics of the CIFAR-10 training set (official binary release).
 MEAN = np.array([0.4914, 0.4822, 0.4465], np.float32) * 255.0
 STD = np.array([0.2470, 0.2435, 0.2616], np.float32) * 255.0
+# config.data.normalize: 'cifar' (the statistics above) or 'half' (mean 0.5, std 0.5).
+NORMALIZATIONS = ("cifar", "half")
 
 
-def normalize(images: jax.Array) -> jax.Array:
-    """uint8 NHWC -> float32, standardised per channel."""
-    return (images.astype(jnp.float32) - MEAN) / STD
+def normalize(images: jax.Array, mode: str = "cifar") -> jax.Array:
+    """uint8 NHWC -> float32, standardised per channel.
+
+    ``mode='cifar'``: with the CIFAR-10 training set's mean and std (:data:`MEAN`,
+    :data:`STD`). ``mode='half'``: torchvision's ``ToTensor()`` then
+    ``Normalize((0.5,) * 3, (0.5,) * 3)``, i.e. ``(x / 255 - 0.5) / 0.5``, in [-1, 1].
+    """
+    if mode == "cifar":
+        return (images.astype(jnp.float32) - MEAN) / STD
+    if mode == "half":
+        return (images.astype(jnp.float32) / 255.0 - 0.5) / 0.5
+    raise ValueError(f"normalize mode must be one of {NORMALIZATIONS}, got {mode!r}")
 
 
-def augment(images: jax.Array, key: jax.Array, pad: int = 4) -> jax.Array:
-    """Random crop after zero-padding by ``pad`` pixels, and random horizontal flip.
+def normalizer(data) -> Callable[[jax.Array], jax.Array]:
+    """The ``normalize`` of a run's ``config.data`` (its ``normalize`` setting)."""
+    mode = data.get("normalize", "cifar")
+    if mode not in NORMALIZATIONS:
+        raise ValueError(f"normalize mode must be one of {NORMALIZATIONS}, got {mode!r}")
+    return lambda images: normalize(images, mode)
+
+
+def rotate(images: jax.Array, degrees: jax.Array) -> jax.Array:
+    """Each image rotated counter-clockwise by its angle, nearest neighbour, zero fill.
+
+    torchvision's ``RandomRotation`` at its defaults (``InterpolationMode.NEAREST``,
+    ``fill=0``, ``expand=False``), as PIL's ``Image.rotate(angle, Image.NEAREST)``
+    computes it: about the image centre, an output pixel takes the input pixel
+    nearest to its rotated-back position, or 0 where that falls outside the image.
+
+    Args:
+      images: ``(b, h, w, c)``, any dtype.
+      degrees: ``(b,)`` angles in degrees (positive: counter-clockwise on screen).
+    """
+    _, h, w, _ = images.shape
+    theta = jnp.deg2rad(jnp.asarray(degrees, jnp.float32))
+    cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
+    y = jnp.arange(h, dtype=jnp.float32)[:, None] - cy
+    x = jnp.arange(w, dtype=jnp.float32)[None, :] - cx
+
+    def one(image, t):
+        cos, sin = jnp.cos(t), jnp.sin(t)
+        # The input position of each output pixel (the inverse rotation, y pointing down).
+        src_x = cx + x * cos - y * sin
+        src_y = cy + x * sin + y * cos
+        # PIL's nearest neighbour: floor(position + 1/2), i.e. ties round up.
+        ix = jnp.floor(src_x + 0.5).astype(jnp.int32)
+        iy = jnp.floor(src_y + 0.5).astype(jnp.int32)
+        inside = (ix >= 0) & (ix < w) & (iy >= 0) & (iy < h)
+        pixels = image[jnp.clip(iy, 0, h - 1), jnp.clip(ix, 0, w - 1)]
+        return jnp.where(inside[..., None], pixels, jnp.zeros_like(pixels))
+
+    return jax.vmap(one)(images, theta)
+
+
+def rotation_angles(key: jax.Array, n: int, max_degrees: float) -> jax.Array:
+    """``n`` angles uniform in ``[-max_degrees, max_degrees]`` (``RandomRotation(max_degrees)``)."""
+    return jax.random.uniform(key, (n,), jnp.float32, -max_degrees, max_degrees)
+
+
+def augment(
+    images: jax.Array, key: jax.Array, pad: int = 4, *, crop: bool = True, rotation: float = 0.0
+) -> jax.Array:
+    """Random crop after zero-padding by ``pad`` pixels, random horizontal flip, rotation.
 
     torchvision's ``RandomCrop(32, padding=4)`` + ``RandomHorizontalFlip()``, on
-    device: a crop offset and a coin per image.
+    device: a crop offset and a coin per image; ``crop=False`` skips the crop.
+    ``rotation > 0`` then rotates each image by an angle uniform in
+    ``[-rotation, rotation]`` degrees (``RandomRotation(rotation)``, :func:`rotate`).
+    The crop and the flip draw the same numbers from ``key`` whatever the other
+    settings, and the rotation draws from a key of its own.
     """
     b, h, w, c = images.shape
     k_y, k_x, k_flip = jax.random.split(key, 3)
-    padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    dy = jax.random.randint(k_y, (b,), 0, 2 * pad + 1)
-    dx = jax.random.randint(k_x, (b,), 0, 2 * pad + 1)
-    crop = jax.vmap(lambda im, y, x: jax.lax.dynamic_slice(im, (y, x, 0), (h, w, c)))(
-        padded, dy, dx
-    )
+    out = images
+    if crop:
+        padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+        dy = jax.random.randint(k_y, (b,), 0, 2 * pad + 1)
+        dx = jax.random.randint(k_x, (b,), 0, 2 * pad + 1)
+        out = jax.vmap(lambda im, y, x: jax.lax.dynamic_slice(im, (y, x, 0), (h, w, c)))(
+            padded, dy, dx
+        )
     flip = jax.random.bernoulli(k_flip, 0.5, (b,))
-    return jnp.where(flip[:, None, None, None], crop[:, :, ::-1], crop)
+    out = jnp.where(flip[:, None, None, None], out[:, :, ::-1], out)
+    if rotation > 0:
+        out = rotate(out, rotation_angles(jax.random.fold_in(key, 3), b, rotation))
+    return out
+
+
+def augmenter(data) -> Callable[[jax.Array, jax.Array], jax.Array] | None:
+    """The ``(images, key) -> images`` augmentation of a run's ``config.data``, or None (off).
+
+    ``augment`` switches it on: the horizontal flip, the random crop unless
+    ``augment_crop`` is False, and a random rotation when ``augment_rotation > 0``.
+    """
+    if not data.augment:
+        return None
+    crop = data.get("augment_crop", True)
+    rotation = float(data.get("augment_rotation", 0.0) or 0.0)
+    return lambda images, key: augment(images, key, crop=crop, rotation=rotation)

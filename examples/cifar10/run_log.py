@@ -150,6 +150,11 @@ class RunLog:
 
     def _check_same_config(self, saved: dict) -> None:
         now = flat_config(self.config)
+        # A setting added since the run was saved has been at its default all along.
+        from examples.cifar10.configs import default
+
+        defaults = flat_config(default.get_config())
+        saved = {**{k: v for k, v in defaults.items() if k not in saved}, **saved}
         changed = {
             k: (saved.get(k), v)
             for k, v in now.items()
@@ -179,7 +184,12 @@ class RunLog:
         return self.wall_before + time.time() - self.t_start
 
     def end_epoch(self, state, rec: dict) -> None:
-        """Appends the record, prints its summary and checkpoints the state after it."""
+        """Appends the record, prints its summary and checkpoints the state after it.
+
+        With ``config.select_by_val``, the record first gains :func:`select_by_val`'s
+        fields over the history up to it."""
+        if self.config.get("select_by_val"):
+            rec.update(select_by_val([*self.history, rec]))
         self.history.append(rec)
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(rec) + "\n")
@@ -218,20 +228,30 @@ class RunLog:
                 f"done: test accuracy {100 * last['test_accuracy']:.2f}% after {last['epoch']} "
                 f"epochs, {last['wall_time_s']:.0f} s"
             )
+            if "best_val_epoch" in last:
+                print(
+                    f"selected by validation loss: epoch {last['best_val_epoch']} (val loss "
+                    f"{last['best_val_loss']:.4f}), test accuracy "
+                    f"{100 * last['best_val_test_accuracy']:.2f}%, test loss "
+                    f"{last['best_val_test_loss']:.4f}"
+                )
         elif self.history:
             print(f"stopped after epoch {self.history[-1]['epoch']}; continue with --resume")
         return self.history
 
 
 def epoch_record(epoch, steps_per_epoch, partial: dict, test, times, wall_time) -> dict:
-    """One line of metrics.jsonl: ``partial`` (train_loss, train_accuracy, lr, lr_first
-    and the method's own entries) completed with the test metrics and the times."""
+    """One line of metrics.jsonl: ``partial`` (train_loss, train_accuracy, lr, lr_first,
+    val_loss and val_accuracy with a validation split, and the method's own entries)
+    completed with the test metrics and the times."""
     t0, train_time, eval_time = times
+    val = {k: partial.pop(k) for k in ("val_loss", "val_accuracy") if k in partial}
     rec = {
         "epoch": epoch + 1,
         "steps": (epoch + 1) * steps_per_epoch,
         "train_loss": partial.pop("train_loss"),
         "train_accuracy": partial.pop("train_accuracy"),
+        **val,
         "test_loss": test[0],
         "test_accuracy": test[1],
         "lr": partial.pop("lr"),
@@ -245,11 +265,40 @@ def epoch_record(epoch, steps_per_epoch, partial: dict, test, times, wall_time) 
     return {**rec, **partial}
 
 
+def select_by_val(history: list[dict]) -> dict:
+    """The epoch of the lowest ``val_loss`` in ``history`` and its test metrics.
+
+    The first of equal minima, as the published code keeps a checkpoint only when
+    the validation loss strictly improves. The records hold every epoch's test
+    metrics already, so selecting the checkpoint by validation is a read of them.
+
+    Returns:
+      ``{'best_val_epoch', 'best_val_loss', 'best_val_test_loss',
+      'best_val_test_accuracy'}``.
+    """
+    best = None
+    for r in history:
+        # A non-finite validation loss is never the best (NaN compares as False).
+        if best is None or r["val_loss"] < best["val_loss"] or best["val_loss"] != best["val_loss"]:
+            best = r
+    if best is None:
+        raise ValueError("select_by_val needs at least one record with val_loss")
+    return {
+        "best_val_epoch": best["epoch"],
+        "best_val_loss": best["val_loss"],
+        "best_val_test_loss": best["test_loss"],
+        "best_val_test_accuracy": best["test_accuracy"],
+    }
+
+
 def summary_line(rec: dict, epochs: int) -> str:
+    val = ""
+    if "val_loss" in rec:
+        val = f"val loss {rec['val_loss']:.4f} acc {100 * rec['val_accuracy']:5.2f}% | "
     line = (
         f"epoch {rec['epoch']:>{len(str(epochs))}}/{epochs} | "
         f"train loss {rec['train_loss']:.4f} acc {100 * rec['train_accuracy']:5.2f}% | "
-        f"test loss {rec['test_loss']:.4f} acc {100 * rec['test_accuracy']:5.2f}% | "
+        f"{val}test loss {rec['test_loss']:.4f} acc {100 * rec['test_accuracy']:5.2f}% | "
         f"lr {rec['lr']:.4g} | {rec['epoch_time_s']:.1f} s ({rec['steps_per_s']:.1f} steps/s)"
     )
     if rec.get("probes"):

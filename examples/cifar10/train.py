@@ -83,8 +83,51 @@ def check_config(config) -> None:
         value = config.data[name]
         if value is not None and not (isinstance(value, int) and value >= 1):
             bad(f"data.{name}", value, "an integer >= 1 or unset")
+    check_protocol_options(config, bad)
     if config.schedule != "alr":  # every library check of the method, before any data
         optimizers.build_method(config, 1, lambda params, batch: 0.0)
+
+
+BN_MODES = ("train", "frozen_after_first_epoch")
+
+
+def check_protocol_options(config, bad) -> None:
+    """The validation split, augmentation, normalisation and BatchNorm settings."""
+    d = config.data
+    val = d.validation_size
+    if not (isinstance(val, int) and not isinstance(val, bool) and val >= 0):
+        bad("data.validation_size", val, "an integer >= 0")
+    for name in ("augment", "augment_crop"):
+        if not isinstance(d[name], bool):
+            bad(f"data.{name}", d[name], "True or False")
+    rot = d.augment_rotation
+    if isinstance(rot, bool) or not isinstance(rot, (int, float)) or not 0 <= rot <= 180:
+        bad("data.augment_rotation", rot, "a number of degrees in [0, 180]")
+    if rot > 0 and not d.augment:
+        bad("data.augment_rotation", rot, "0 when data.augment is False (it switches all off)")
+    if d.normalize not in input_pipeline.NORMALIZATIONS:
+        bad("data.normalize", d.normalize, f"one of {', '.join(input_pipeline.NORMALIZATIONS)}")
+    if config.bn_mode not in BN_MODES:
+        bad("bn_mode", config.bn_mode, f"one of {', '.join(BN_MODES)}")
+    if not isinstance(config.select_by_val, bool):
+        bad("select_by_val", config.select_by_val, "True or False")
+    if config.select_by_val and val == 0:
+        bad("select_by_val", True, "False unless data.validation_size > 0 (it reads val_loss)")
+    metric = config.plateau.metric
+    if config.schedule == "plateau" and str(metric).startswith("val_") and val == 0:
+        bad("plateau.metric", metric, "a test or train metric unless data.validation_size > 0")
+
+
+def bn_trains(config, epoch: int) -> bool:
+    """Whether BatchNorm is in train mode in the training forward of ``epoch`` (0-based).
+
+    ``bn_mode='train'``: always (batch statistics, running statistics updated).
+    ``'frozen_after_first_epoch'``: in the first epoch only; from the second on, the
+    forward uses the running statistics and leaves them as they are, as the
+    published code does (it calls ``model.eval()`` to validate after each epoch and
+    never ``model.train()`` again).
+    """
+    return config.bn_mode == "train" or epoch == 0
 
 
 # --------------------------------------------------------------------------------------
@@ -108,19 +151,21 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
 
 
-def make_probe_loss(model_gd: nnx.GraphDef):
+def make_probe_loss(model_gd: nnx.GraphDef, bn_train: bool = True):
     """The auto scheduler's ``loss_fn(params, batch)``: a pure function of the parameters.
 
     The model is rebuilt from ``params`` and the batch's copy of the rest of its
     state (BatchNorm statistics) and run in train mode, as the training forward
     (PyTorch's copied model in ``model.train()``); the running statistics it
     updates belong to the discarded copy, so the probe never changes the model.
+    ``bn_train=False`` (``bn_mode='frozen_after_first_epoch'`` after the first
+    epoch) runs it with the running statistics instead, as that training forward.
     """
 
     def probe_loss(params, batch):
         images, labels, rest = batch
         model = nnx.merge(model_gd, params, rest)
-        return cross_entropy(model(images, train=True), labels).mean()
+        return cross_entropy(model(images, train=bn_train), labels).mean()
 
     return probe_loss
 
@@ -142,12 +187,14 @@ def make_epoch_probe(model_gd: nnx.GraphDef, probe_loss):
     return jax.jit(losses)
 
 
-def _probe_batch(probe: optimizers.Probe, x, labels, probe_images, probe_labels, rest):
+def _probe_batch(
+    probe: optimizers.Probe, x, labels, probe_images, probe_labels, rest, normalize_=normalize
+):
     """The ``batch=`` of ``auto_lr``: 1 scoring batch, or k stacked look-ahead batches."""
     if probe.source == "train":
         images, labels_ = x, labels
     else:
-        images, labels_ = normalize(probe_images), probe_labels
+        images, labels_ = normalize_(probe_images), probe_labels
     k = probe.lookahead
     if k == 1:
         return images, labels_, rest
@@ -166,13 +213,22 @@ def train_metrics() -> nnx.MultiMetric:
     return nnx.MultiMetric(loss=nnx.metrics.Average("loss"), accuracy=nnx.metrics.Accuracy())
 
 
-def make_train_step(model_gd, opt_gd, method: optimizers.Method, augment_: bool):
+def make_train_step(
+    model_gd, opt_gd, method: optimizers.Method, augment_, normalize_=normalize,
+    bn_train: bool = True,
+):  # fmt: skip
     """One jitted function: augmentation, forward, backward, (probe), update, metrics.
 
     ``state`` is ``{'model', 'opt', 'rng'}``: the model's and the optimizer's pure
     states and the augmentation key. The batches are uint8; the probe batch is
-    used by methods that probe only.
+    used by methods that probe only. ``augment_``: ``(images, key) -> images``
+    (``input_pipeline.augmenter``), True for the default crop and flip, or
+    False/None; ``normalize_``: ``input_pipeline.normalizer``'s function.
+    ``bn_train`` is a Python constant of the compiled step: False runs the
+    training forward with BatchNorm's running statistics, which it leaves unchanged.
     """
+    if augment_ is True:
+        augment_ = augment
 
     metrics_gd = nnx.graphdef(train_metrics())
 
@@ -181,20 +237,21 @@ def make_train_step(model_gd, opt_gd, method: optimizers.Method, augment_: bool)
         optimizer = nnx.merge(opt_gd, state["opt"])
         rng, key = jax.random.split(state["rng"])
         if augment_:
-            images = augment(images, key)
-        x = normalize(images)
+            images = augment_(images, key)
+        x = normalize_(images)
 
         def loss_fn(model):
-            logits = model(x, train=True)
+            logits = model(x, train=bn_train)
             return cross_entropy(logits, labels).mean(), logits
 
         (loss, logits), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
         kwargs = {}
         if method.probe is not None:
-            # Train-mode BatchNorm ignores these running statistics; they complete the model.
+            # They complete the model: train-mode BatchNorm ignores these running statistics,
+            # the probe of bn_train=False (make_probe_loss) uses them.
             rest = nnx.state(model, nnx.Not(nnx.Param))
             kwargs["batch"] = _probe_batch(
-                method.probe, x, labels, probe_images, probe_labels, rest
+                method.probe, x, labels, probe_images, probe_labels, rest, normalize_
             )
         optimizer.update(model, grads, **kwargs)
         opt_state = nnx.as_pure(optimizer.opt_state)
@@ -210,7 +267,7 @@ def make_train_step(model_gd, opt_gd, method: optimizers.Method, augment_: bool)
     return jax.jit(train_step, donate_argnums=(0, 1))
 
 
-def make_eval_model(model_gd, opt_gd, method: optimizers.Method):
+def make_eval_model(model_gd, opt_gd, method: optimizers.Method, normalize_=normalize):
     """Jitted ``(state, bn_images) -> model state to evaluate``, where the method says so.
 
     Schedule-free SGD trains at ``y`` but evaluates at ``x``; the BatchNorm
@@ -228,7 +285,7 @@ def make_eval_model(model_gd, opt_gd, method: optimizers.Method):
 
         def refresh(stats, images):
             m = nnx.merge(model_gd, params_x, stats)
-            m(normalize(images), train=True)
+            m(normalize_(images), train=True)
             return nnx.as_pure(nnx.state(m, nnx.Not(nnx.Param))), None
 
         if bn_images.shape[0]:
@@ -238,12 +295,12 @@ def make_eval_model(model_gd, opt_gd, method: optimizers.Method):
     return jax.jit(eval_model)
 
 
-def make_eval_step(model_gd: nnx.GraphDef):
+def make_eval_step(model_gd: nnx.GraphDef, normalize_=normalize):
     """Jitted (summed loss, number correct) of a batch, padding rows masked out."""
 
     def eval_step(model_state, images, labels, mask):
         model = nnx.merge(model_gd, model_state)
-        logits = model(normalize(images), train=False)
+        logits = model(normalize_(images), train=False)
         loss = jnp.sum(cross_entropy(logits, labels) * mask)
         correct = jnp.sum((jnp.argmax(logits, -1) == labels) * mask)
         return loss, correct
@@ -264,6 +321,14 @@ def evaluate(eval_step, model_state, split, batch_size: int, devices: Devices):
     return loss_sum / len(split), correct / len(split)
 
 
+def evaluate_validation(eval_step, model_state, data, batch_size: int, devices: Devices) -> dict:
+    """``{'val_loss', 'val_accuracy'}`` on the validation split; ``{}`` without one."""
+    if data.validation is None:
+        return {}
+    loss, acc = evaluate(eval_step, model_state, data.validation, batch_size, devices)
+    return {"val_loss": loss, "val_accuracy": acc}
+
+
 class Diverged(RuntimeError):
     """A loss became non-finite: ``history`` holds the epochs before it (checkpointed),
     ``record`` the epoch in which it happened (not checkpointed)."""
@@ -277,7 +342,10 @@ def load_data(config, workdir):
     """Checks the settings and the workdir, loads the data; returns (data, steps per epoch)."""
     check_config(config)
     run_log.prepare_workdir(workdir)
-    data = input_pipeline.load_dataset(config.data)
+    try:
+        data = input_pipeline.load_dataset(config.data)
+    except input_pipeline.SplitError as e:
+        raise ConfigError(str(e)) from e
     steps_per_epoch = len(data.train) // config.batch_size
     if steps_per_epoch == 0:
         raise ConfigError(
@@ -298,9 +366,12 @@ def start_line(config, data, steps_per_epoch: int, lr_update: str) -> str:
         )
 
     counts = {split: per_class(c) for split, c in data.class_counts().items()}
+    sizes = " / ".join(
+        f"{len(s)} {name}{' images' if name == 'test' else ''} ({counts[name]})"
+        for name, s in data.splits()
+    )
     return (
-        f"CIFAR-10 from {data.source}: {len(data.train)} train ({counts['train']}) / "
-        f"{len(data.test)} test images ({counts['test']}); "
+        f"CIFAR-10 from {data.source}: {sizes}; "
         f"ResNet-18 width {config.model.width}; schedule {config.schedule} ({lr_update}); "
         f"{steps_per_epoch} steps/epoch on {jax.device_count()} device(s)"
     )
@@ -461,9 +532,31 @@ def train_and_evaluate(config, workdir: str | Path, resume: bool = False) -> lis
         else f"lr updated per {optimizers.lr_update_of(config)}"
     )
     print(start_line(config, data, steps_per_epoch, lr_update))
-    train_step = make_train_step(model_gd, opt_gd, method, config.data.augment)
-    eval_step = make_eval_step(model_gd)
-    eval_model = make_eval_model(model_gd, opt_gd, method) if method.eval_params else None
+    augment_ = input_pipeline.augmenter(config.data)
+    normalize_ = input_pipeline.normalizer(config.data)
+    # One train step per BatchNorm mode, the mode a Python constant of each: jit compiles a
+    # step when it is first called, so a run compiles at most two (bn_mode 'train': one).
+    train_steps = {True: make_train_step(model_gd, opt_gd, method, augment_, normalize_)}
+    if config.bn_mode == "frozen_after_first_epoch":
+        method_f, opt_gd_f = method, opt_gd
+        if method.probe is not None:  # the probe's forward follows the mode too
+            method_f = optimizers.build_method(
+                config, steps_per_epoch, make_probe_loss(probe_gd, bn_train=False)
+            )
+            # The same optimizer state; only the transformation in the graph differs.
+            opt_gd_f = nnx.split(
+                nnx.eval_shape(
+                    lambda ms: nnx.Optimizer(nnx.merge(model_gd, ms), method_f.tx, wrt=nnx.Param),
+                    model_state,
+                )
+            )[0]
+        train_steps[False] = make_train_step(
+            model_gd, opt_gd_f, method_f, augment_, normalize_, bn_train=False
+        )
+    eval_step = make_eval_step(model_gd, normalize_)
+    eval_model = (
+        make_eval_model(model_gd, opt_gd, method, normalize_) if method.eval_params else None
+    )
     epoch_probe = make_epoch_probe(model_gd, probe_loss) if method.epoch_probe else None
     image_shape = data.train.images.shape[1:]
     # The probe batch: a fresh random draw at each probe (unused with source 'train').
@@ -477,6 +570,7 @@ def train_and_evaluate(config, workdir: str | Path, resume: bool = False) -> lis
 
     for epoch in range(log.start_epoch, config.epochs):
         t0 = time.time()
+        train_step = train_steps[bn_trains(config, epoch)]
         state, rec, probe_batch = train_epoch(
             config, data, devices, train_step, method, state, epoch, probe_batch
         )
@@ -492,6 +586,8 @@ def train_and_evaluate(config, workdir: str | Path, resume: bool = False) -> lis
         test_loss, test_acc = evaluate(
             eval_step, eval_state, data.test, config.eval_batch_size, devices
         )
+        eval_bs = config.eval_batch_size
+        rec.update(evaluate_validation(eval_step, eval_state, data, eval_bs, devices))
         eval_time = time.time() - t1
         if method.after_epoch is not None:
             epoch_metrics = {

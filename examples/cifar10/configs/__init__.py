@@ -13,7 +13,7 @@ from pathlib import Path
 from ml_collections import config_dict
 
 DIR = Path(__file__).resolve().parent
-PRESETS = ("default", "seed", "tuned", "cpu", "gpu_short")
+PRESETS = ("default", "seed", "seed_published", "tuned", "cpu", "gpu_short")
 
 
 def path(name: str) -> Path:

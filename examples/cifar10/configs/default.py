@@ -1,8 +1,8 @@
 """The defaults of a CIFAR-10 run: every setting, its default and its meaning.
 
 ``get_config()`` returns an ``ml_collections.ConfigDict``. The presets beside
-this file (``seed``, ``tuned``, ``cpu``, ``gpu_short``) start from it and set only
-what they change. Any setting is overridden on the command line::
+this file (``seed``, ``seed_published``, ``tuned``, ``cpu``, ``gpu_short``) start from
+it and set only what they change. Any setting is overridden on the command line::
 
   python -m examples.cifar10.main --config=examples/cifar10/configs/cpu.py \\
       --config.schedule=auto --config.auto.factors='(4., 1., 0.25)' --workdir=/tmp/run
@@ -41,7 +41,22 @@ def get_config() -> config_dict.ConfigDict:
             "cache_dir": placeholder(str),
             "train_subset": placeholder(int),
             "test_subset": placeholder(int),
-            "augment": True,  # random crop (4-pixel padding) and horizontal flip, on device
+            # Images held out of the training set as a validation split (0: none),
+            # class-balanced and the same for every config.seed. With train_subset set and
+            # enough images outside it, the training subset is the one without a validation
+            # split and the validation images come from outside it; otherwise they are
+            # carved out first and the training images come from the rest. Each epoch then
+            # also records val_loss and val_accuracy.
+            "validation_size": 0,
+            # Augmentation, on device: the horizontal flip, the random crop (4-pixel zero
+            # padding) unless augment_crop is False, and a random rotation by an angle
+            # uniform in [-augment_rotation, augment_rotation] degrees (0: none; nearest
+            # neighbour, zero fill: torchvision's RandomRotation). augment=False: none.
+            "augment": True,
+            "augment_crop": True,
+            "augment_rotation": 0.0,
+            # 'cifar': per-channel CIFAR-10 mean and std; 'half': (x / 255 - 0.5) / 0.5.
+            "normalize": "cifar",
         }
     )
 
@@ -142,7 +157,18 @@ def get_config() -> config_dict.ConfigDict:
         {"b1": 0.9, "warmup_steps": placeholder(int), "bn_batches": 50}
     )
 
+    # ---- BatchNorm in the training forward: 'train' (batch statistics, running ones
+    # updated) or 'frozen_after_first_epoch' (train mode in epoch 1 only; then the training
+    # forward, and the auto probe's, use the running statistics and never update them: the
+    # published code's model.eval() without a model.train() after it).
+    c.bn_mode = "train"
+
     # ---- the run
+    # select_by_val (needs data.validation_size > 0): each epoch's record also names the
+    # epoch with the lowest validation loss so far (best_val_epoch) and its test metrics
+    # (best_val_test_accuracy, best_val_test_loss): the test accuracy of the checkpoint that
+    # validation selects, read from the history (no checkpoint is kept for it).
+    c.select_by_val = False
     c.seed = 0  # initialisation, data order, augmentation, probe batches
     c.progress = True  # a progress bar per epoch
     c.checkpoint = True  # an Orbax checkpoint after every epoch
