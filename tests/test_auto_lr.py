@@ -180,7 +180,10 @@ def np_auto_lr_sgd(
 )
 def test_lr_trajectory_matches_numpy_oracle(inner_kwargs, every):
     factors = (2.0, 1.0, 0.5)
-    tx = auto_lr(optax.sgd, 0.02, loss_fn=loss_fn, factors=factors, every=every, **inner_kwargs)
+    tx = auto_lr(
+        optax.sgd, 0.02, loss_fn=loss_fn, factors=factors, every=every, rule="seed",
+        initial_search=False, **inner_kwargs,
+    )  # fmt: skip
     lrs, params, states = run(tx)
     want_lrs, (w, b), probes = np_auto_lr_sgd(
         0.02,
@@ -205,7 +208,7 @@ def test_lr_trajectory_matches_numpy_oracle(inner_kwargs, every):
 
 
 def test_every_probes_only_at_multiples():
-    tx = auto_lr(optax.sgd, 0.02, loss_fn=loss_fn, every=5)
+    tx = auto_lr(optax.sgd, 0.02, loss_fn=loss_fn, every=5, rule="seed", initial_search=False)
     lrs, _, states = run(tx, steps=12)
     num_probes = [int(s.telemetry.num_probes) for s in states]
     assert num_probes == [1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 3, 3]
@@ -216,7 +219,7 @@ def test_every_probes_only_at_multiples():
 
 
 def test_update_uses_new_lr_and_state_agrees():
-    tx = auto_lr(optax.sgd, 0.02, loss_fn=loss_fn, every=3)
+    tx = auto_lr(optax.sgd, 0.02, loss_fn=loss_fn, every=3, rule="seed", initial_search=False)
     step = make_step(tx)
     params = init_params()
     state = tx.init(params)
@@ -247,6 +250,8 @@ def test_strategies_give_identical_lrs():
             strategy=strategy,
             chunk_size=chunk,
             momentum=0.9,
+            rule="seed",
+            initial_search=False,
         )
         results[(strategy, chunk)], _, _ = run(tx, steps=16)
     ref = results[("map", None)]
@@ -272,7 +277,10 @@ def test_strategy_choice():
 
 
 def one_probe(loss, factors, lr=1.0, **kwargs):
-    tx = auto_lr(optax.sgd, lr, loss_fn=loss, factors=factors, every=1, **kwargs)
+    tx = auto_lr(
+        optax.sgd, lr, loss_fn=loss, factors=factors, every=1,
+        **{"rule": "seed", "initial_search": False, **kwargs},
+    )  # fmt: skip
     params = jnp.zeros(())
     state = tx.init(params)
     updates, state = jax.jit(lambda g, s, p: tx.update(g, s, p, batch=None))(
@@ -339,21 +347,41 @@ def test_has_aux():
         value = loss_fn(params, batch)
         return value, {"residual": value * 2.0}
 
-    tx_aux = auto_lr(optax.sgd, 0.02, loss_fn=loss_aux, has_aux=True, every=2)
-    tx = auto_lr(optax.sgd, 0.02, loss_fn=loss_fn, every=2)
+    tx_aux = auto_lr(
+        optax.sgd, 0.02, loss_fn=loss_aux, has_aux=True, every=2, rule="seed", initial_search=False
+    )
+    tx = auto_lr(optax.sgd, 0.02, loss_fn=loss_fn, every=2, rule="seed", initial_search=False)
     lrs_aux, _, _ = run(tx_aux, steps=8, loss=lambda p, b: loss_aux(p, b)[0])
     lrs, _, _ = run(tx, steps=8)
     np.testing.assert_array_equal(lrs_aux, lrs)
 
 
 def test_softmax_score_matches_oracle():
-    tx = auto_lr(optax.sgd, 0.02, loss_fn=loss_fn, every=2, score=softmax_score(0.5))
+    tx = auto_lr(
+        optax.sgd,
+        0.02,
+        loss_fn=loss_fn,
+        every=2,
+        score=softmax_score(0.5),
+        rule="seed",
+        initial_search=False,
+    )
     lrs, _, states = run(tx)
     want, _, probes = np_auto_lr_sgd(0.02, (2.0, 1.0, 0.5), 2, score=np_softmax(0.5))
     np.testing.assert_allclose(lrs, want, rtol=1e-4)
     np.testing.assert_allclose(states[-1].telemetry.scores, probes[-1][1], rtol=1e-4)
     # score="softmax" is temperature 1, different from 0.5 on this problem.
-    lrs_t1, _, _ = run(auto_lr(optax.sgd, 0.02, loss_fn=loss_fn, every=2, score="softmax"))
+    lrs_t1, _, _ = run(
+        auto_lr(
+            optax.sgd,
+            0.02,
+            loss_fn=loss_fn,
+            every=2,
+            score="softmax",
+            rule="seed",
+            initial_search=False,
+        )
+    )
     want_t1, _, _ = np_auto_lr_sgd(0.02, (2.0, 1.0, 0.5), 2, score=np_softmax(1.0))
     np.testing.assert_allclose(lrs_t1, want_t1, rtol=1e-4)
     assert np.max(np.abs(want_t1 / want - 1)) > 1e-3
@@ -368,7 +396,15 @@ def test_user_score_callable():
     def np_best_only(losses):
         return (losses == np.nanmin(losses)).astype(float)
 
-    tx = auto_lr(optax.sgd, 0.02, loss_fn=loss_fn, every=3, score=best_only)
+    tx = auto_lr(
+        optax.sgd,
+        0.02,
+        loss_fn=loss_fn,
+        every=3,
+        score=best_only,
+        rule="seed",
+        initial_search=False,
+    )
     lrs, _, _ = run(tx)
     want, _, _ = np_auto_lr_sgd(0.02, (2.0, 1.0, 0.5), 3, score=np_best_only)
     np.testing.assert_allclose(lrs, want, rtol=1e-4)
@@ -389,7 +425,15 @@ def test_score_functions_directly():
 
 
 def test_bad_score_output_is_reported():
-    tx = auto_lr(optax.sgd, 0.1, loss_fn=loss_fn, every=1, score=lambda losses, finite: losses[:2])
+    tx = auto_lr(
+        optax.sgd,
+        0.1,
+        loss_fn=loss_fn,
+        every=1,
+        score=lambda losses, finite: losses[:2],
+        rule="seed",
+        initial_search=False,
+    )
     params = init_params()
     with pytest.raises(ValueError, match=r"shape \(3,\)"):
         tx.update(init_params(), tx.init(params), params, batch=batches(0)[1])
@@ -402,7 +446,15 @@ def test_inside_chain_after_clipping():
     # A large initial loss makes clipping active in the first steps.
     tx = optax.chain(
         optax.clip_by_global_norm(1.0),
-        auto_lr(optax.sgd, 0.05, loss_fn=loss_fn, every=2, momentum=0.5),
+        auto_lr(
+            optax.sgd,
+            0.05,
+            loss_fn=loss_fn,
+            every=2,
+            momentum=0.5,
+            rule="seed",
+            initial_search=False,
+        ),
     )
     lrs, params, states = run(tx)
     want, (w, b), probes = np_auto_lr_sgd(0.05, (2.0, 1.0, 0.5), 2, momentum=0.5, clip_norm=1.0)
@@ -422,7 +474,15 @@ def test_no_recompilation_across_probes_and_lr_changes():
         traces["loss"] += 1
         return loss_fn(params, batch)
 
-    tx = auto_lr(optax.sgd, 0.02, loss_fn=counting_loss, every=3, momentum=0.9)
+    tx = auto_lr(
+        optax.sgd,
+        0.02,
+        loss_fn=counting_loss,
+        every=3,
+        momentum=0.9,
+        rule="seed",
+        initial_search=False,
+    )
 
     @jax.jit
     def step(params, state, train, probe):
@@ -462,7 +522,16 @@ def test_no_recompilation_across_probes_and_lr_changes():
 def test_other_optimizers_replay_exactly(factory, kwargs):
     factors = (2.0, 1.0, 0.5)
     lr0 = 3e-3 if factory is optax.lion else 0.02
-    tx = auto_lr(factory, lr0, loss_fn=loss_fn, factors=factors, every=2, **kwargs)
+    tx = auto_lr(
+        factory,
+        lr0,
+        loss_fn=loss_fn,
+        factors=factors,
+        every=2,
+        rule="seed",
+        initial_search=False,
+        **kwargs,
+    )
     lrs, params, states = run(tx, steps=10)
     assert len(set(lrs)) > 2
 
@@ -491,7 +560,7 @@ def test_other_optimizers_replay_exactly(factory, kwargs):
 
 
 def test_bf16_params_keep_float32_lr():
-    tx = auto_lr(optax.adam, 0.02, loss_fn=loss_fn, every=2)
+    tx = auto_lr(optax.adam, 0.02, loss_fn=loss_fn, every=2, rule="seed", initial_search=False)
     params = init_params(jnp.bfloat16)
     state = tx.init(params)
     assert state.hyperparams["learning_rate"].dtype == jnp.float32
@@ -506,7 +575,7 @@ def test_bf16_params_keep_float32_lr():
 
 def test_x64_keeps_float32_lr():
     with jax.enable_x64(True):
-        tx = auto_lr(optax.sgd, 0.02, loss_fn=loss_fn, every=2)
+        tx = auto_lr(optax.sgd, 0.02, loss_fn=loss_fn, every=2, rule="seed", initial_search=False)
         params = init_params(jnp.float64)
         state = tx.init(params)
         step = make_step(tx)
@@ -601,7 +670,7 @@ def test_softmax_temperature_validated():
 
 
 def test_missing_batch_is_a_clear_error():
-    tx = auto_lr(optax.sgd, 0.1, loss_fn=loss_fn, every=1)
+    tx = auto_lr(optax.sgd, 0.1, loss_fn=loss_fn, every=1, rule="seed", initial_search=False)
     params = init_params()
     state = tx.init(params)
     with pytest.raises(TypeError, match="batch="):
@@ -614,10 +683,19 @@ def test_missing_batch_is_a_clear_error():
 
 
 def test_bad_loss_output_is_reported():
-    tx = auto_lr(optax.sgd, 0.1, loss_fn=lambda p, b: (loss_fn(p, b), 1.0), every=1)
+    tx = auto_lr(
+        optax.sgd,
+        0.1,
+        loss_fn=lambda p, b: (loss_fn(p, b), 1.0),
+        every=1,
+        rule="seed",
+        initial_search=False,
+    )
     params = init_params()
     with pytest.raises(ValueError, match="has_aux=True"):
         tx.update(params, tx.init(params), params, batch=batches(0)[1])
-    tx = auto_lr(optax.sgd, 0.1, loss_fn=lambda p, b: p["w"], every=1)
+    tx = auto_lr(
+        optax.sgd, 0.1, loss_fn=lambda p, b: p["w"], every=1, rule="seed", initial_search=False
+    )
     with pytest.raises(ValueError, match="scalar"):
         tx.update(params, tx.init(params), params, batch=batches(0)[1])

@@ -112,7 +112,7 @@ def test_lookahead_matches_numpy(momentum, strategy):
     kw = {} if momentum is None else {"momentum": momentum}
     tx = auto_lr(
         optax.sgd, 0.05, loss_fn=loss_fn, factors=factors, every=4, lookahead=K,
-        strategy=strategy, **kw,
+        strategy=strategy, rule="seed", initial_search=False, **kw,
     )  # fmt: skip
     lrs, params, state, _ = jax_run(tx, K)
     want, (w, b), losses = np_run(0.05, factors, 4, K, momentum)
@@ -128,7 +128,16 @@ def test_lookahead_matches_numpy(momentum, strategy):
 
 def test_lookahead_one_is_the_one_step_probe():
     factors = (4.0, 1.0, 0.25)
-    tx = auto_lr(optax.sgd, 0.05, loss_fn=loss_fn, factors=factors, every=3, lookahead=1)
+    tx = auto_lr(
+        optax.sgd,
+        0.05,
+        loss_fn=loss_fn,
+        factors=factors,
+        every=3,
+        lookahead=1,
+        rule="seed",
+        initial_search=False,
+    )
     lrs, _, _, _ = jax_run(tx, 1)
     # With k = 1 the scoring batch is LOOK[t, 0].
     want, _, _ = np_run(0.05, factors, 3, 1, None)
@@ -136,14 +145,32 @@ def test_lookahead_one_is_the_one_step_probe():
 
 
 def test_lookahead_compiles_once():
-    tx = auto_lr(optax.sgd, 0.05, loss_fn=loss_fn, every=2, lookahead=K, momentum=0.9)
+    tx = auto_lr(
+        optax.sgd,
+        0.05,
+        loss_fn=loss_fn,
+        every=2,
+        lookahead=K,
+        momentum=0.9,
+        rule="seed",
+        initial_search=False,
+    )
     _, _, _, step = jax_run(tx, K, steps=6)
     assert step._cache_size() == 1
 
 
 def test_lookahead_divergent_candidates_score_zero():
     # Factor 1e6 overflows to inf within the look-ahead: that candidate must score 0.
-    tx = auto_lr(optax.sgd, 0.4, loss_fn=loss_fn, factors=(1e6, 1.0, 0.5), every=1, lookahead=K)
+    tx = auto_lr(
+        optax.sgd,
+        0.4,
+        loss_fn=loss_fn,
+        factors=(1e6, 1.0, 0.5),
+        every=1,
+        lookahead=K,
+        rule="seed",
+        initial_search=False,
+    )
     lrs, params, state, _ = jax_run(tx, K, steps=3)
     assert np.all(np.isfinite(lrs)) and np.all(np.isfinite(params["w"]))
     assert float(state.telemetry.scores[0]) == 0.0
@@ -152,11 +179,21 @@ def test_lookahead_divergent_candidates_score_zero():
 @pytest.mark.parametrize("bad", [0, -1, 2.5, "3", True])
 def test_lookahead_validated(bad):
     with pytest.raises(ValueError, match="lookahead"):
-        auto_lr(optax.sgd, 0.1, loss_fn=loss_fn, every=1, lookahead=bad)
+        auto_lr(
+            optax.sgd,
+            0.1,
+            loss_fn=loss_fn,
+            every=1,
+            lookahead=bad,
+            rule="seed",
+            initial_search=False,
+        )
 
 
 def test_lookahead_needs_stacked_batches():
-    tx = auto_lr(optax.sgd, 0.1, loss_fn=loss_fn, every=1, lookahead=K)
+    tx = auto_lr(
+        optax.sgd, 0.1, loss_fn=loss_fn, every=1, lookahead=K, rule="seed", initial_search=False
+    )
     params = {"w": jnp.zeros((DIM,)), "b": jnp.zeros(())}
     one_batch = (jnp.ones((4, DIM)), jnp.ones((4,)))
     with pytest.raises(ValueError, match=r"lookahead=3.*leading"):
@@ -180,7 +217,16 @@ def test_zscore_exp_score_matches_numpy():
 
 def test_zscore_exp_in_auto_lr_matches_numpy():
     factors = (2.0, 1.0, 0.5)
-    tx = auto_lr(optax.sgd, 0.05, loss_fn=loss_fn, factors=factors, every=2, score="zscore_exp")
+    tx = auto_lr(
+        optax.sgd,
+        0.05,
+        loss_fn=loss_fn,
+        factors=factors,
+        every=2,
+        score="zscore_exp",
+        rule="seed",
+        initial_search=False,
+    )
     lrs, _, _, _ = jax_run(tx, 1)
     want, _, _ = np_run(0.05, factors, 2, 1, None, score=np_zscore_exp)
     np.testing.assert_allclose(lrs, want, rtol=2e-4)
@@ -190,7 +236,16 @@ def test_zscore_exp_in_auto_lr_matches_numpy():
 
 def test_rank_exp_in_auto_lr_matches_numpy():
     factors = (2.0, 1.0, 0.5)
-    tx = auto_lr(optax.sgd, 0.05, loss_fn=loss_fn, factors=factors, every=2, score="rank_exp")
+    tx = auto_lr(
+        optax.sgd,
+        0.05,
+        loss_fn=loss_fn,
+        factors=factors,
+        every=2,
+        score="rank_exp",
+        rule="seed",
+        initial_search=False,
+    )
     lrs, _, _, _ = jax_run(tx, 1)
     want, _, _ = np_run(0.05, factors, 2, 1, None, score=np_rank_exp)
     np.testing.assert_allclose(lrs, want, rtol=2e-4)

@@ -52,7 +52,9 @@ def make_tx(nnx, model):
         copy = nnx.merge(graphdef, params, rest)  # train mode; its stat updates are discarded
         return mse(copy(x), y)
 
-    return auto_lr(optax.sgd, 0.05, loss_fn=loss_fn, every=2, momentum=0.9)
+    return auto_lr(
+        optax.sgd, 0.05, loss_fn=loss_fn, every=2, momentum=0.9, rule="seed", initial_search=False
+    )
 
 
 def test_nnx_optimizer_probe_leaves_batch_stats_alone(nnx):

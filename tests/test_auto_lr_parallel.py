@@ -43,7 +43,8 @@ SCRIPT = textwrap.dedent(
 
     def make_tx(axis_name=None, **kw):
         return auto_lr(optax.sgd, 0.02, loss_fn=loss_fn, factors=(4.0, 2.0, 1.0, 0.5),
-                       every=2, momentum=0.9, axis_name=axis_name, **kw)
+                       every=2, momentum=0.9, axis_name=axis_name,
+                       **{"rule": "seed", "initial_search": False, **kw})
 
     def trajectory(step, tx, put=lambda a: a):
         params = {"w": jnp.zeros(3), "b": jnp.zeros(())}

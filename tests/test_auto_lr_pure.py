@@ -277,7 +277,7 @@ def _run(tx, params, state, steps, poisoned):
 
 
 def test_nan_losses_stop_at_the_floor_and_the_run_can_restart():
-    tx = auto_lr(optax.sgd, 0.1, loss_fn=_loss, every=1)
+    tx = auto_lr(optax.sgd, 0.1, loss_fn=_loss, every=1, rule="seed", initial_search=False)
     params = jnp.zeros(2)
     state = tx.init(params)
     floor, _ = level_bounds((2.0, 1.0, 0.5))
@@ -308,7 +308,9 @@ def test_nan_losses_stop_at_the_floor_and_the_run_can_restart():
 def test_custom_score_that_underflows_keeps_its_ratios():
     exp_score = lambda x, ok: jnp.where(ok, jnp.exp(-x), 0.0)  # noqa: E731
     offset = lambda p, b: 150.0 + _loss(p, b)  # noqa: E731
-    tx = auto_lr(optax.sgd, 0.02, loss_fn=offset, every=1, score=exp_score)
+    tx = auto_lr(
+        optax.sgd, 0.02, loss_fn=offset, every=1, score=exp_score, rule="seed", initial_search=False
+    )
     _, state, lrs = _run(tx, jnp.zeros(2), tx.init(jnp.zeros(2)), 6, False)
     # Before: every score was 0, so every probe halved the rate.
     assert not np.allclose(lrs, 0.02 * 0.5 ** np.arange(1, 7))
@@ -319,7 +321,16 @@ def test_custom_score_that_underflows_keeps_its_ratios():
 
 def test_huge_constant_score_does_not_overflow():
     huge = lambda x, ok: jnp.where(ok, 3e38, 0.0)  # noqa: E731
-    tx = auto_lr(optax.sgd, 0.02, loss_fn=_loss, every=1, factors=(4.0, 1.0, 0.25), score=huge)
+    tx = auto_lr(
+        optax.sgd,
+        0.02,
+        loss_fn=_loss,
+        every=1,
+        factors=(4.0, 1.0, 0.25),
+        score=huge,
+        rule="seed",
+        initial_search=False,
+    )
     _, state, lrs = _run(tx, jnp.zeros(2), tx.init(jnp.zeros(2)), 3, False)
     # Before: 3 * 3e38 overflowed to inf and the rate became NaN. Equal weights give
     # the geometric mean of the factors, 1.

@@ -202,7 +202,9 @@ def test_search_reaches_four_decades_either_way():
 
 def test_budget_shape_composition_and_current_lr():
     shape = al.warmup_stable_decay(1.0, 20, warmup_steps=4, decay_fraction=0.5)
-    tx = al.auto_lr(optax.sgd, 0.05, loss_fn=jloss, every=3, schedule=shape)
+    tx = al.auto_lr(
+        optax.sgd, 0.05, loss_fn=jloss, every=3, schedule=shape, rule="seed", initial_search=False
+    )
     w = jnp.zeros(5, jnp.float32)
     state = tx.init(w)
     step = jax.jit(lambda g, s, w: tx.update(g, s, w, batch=(X32, Y32)))
@@ -231,6 +233,7 @@ def test_probe_during_decay_false_stops_probing_in_the_cooldown():
         rule="parabola",
         schedule=shape,
         probe_during_decay=False,
+        initial_search=False,
     )
     w = jnp.zeros(5, jnp.float32)
     state = tx.init(w)
@@ -252,7 +255,15 @@ def test_guard_undoes_a_rise_that_diverges():
         return jnp.float32(2.0)
 
     def run(guard):
-        tx = al.auto_lr(optax.sgd, 0.01, loss_fn=quad, every=2, rule=always_up, guard=guard)
+        tx = al.auto_lr(
+            optax.sgd,
+            0.01,
+            loss_fn=quad,
+            every=2,
+            rule=always_up,
+            guard=guard,
+            initial_search=False,
+        )
         w = jnp.ones(2)
         state = tx.init(w)
         step = jax.jit(lambda w, s: tx.update(jax.grad(quad)(w, 0.0), s, w, batch=0.0))
@@ -295,8 +306,34 @@ def test_pure_rules_edge_cases():
 
 def test_seed_default_unchanged_by_the_new_code_paths():
     # rule="seed" without guard computes no loss0; with guard=False explicitly the same.
-    a, _, sa = run_jax(al.auto_lr(optax.sgd, 0.05, loss_fn=jloss, every=EVERY))
-    b, _, sb = run_jax(al.auto_lr(optax.sgd, 0.05, loss_fn=jloss, every=EVERY, guard=False))
+    a, _, sa = run_jax(
+        al.auto_lr(optax.sgd, 0.05, loss_fn=jloss, every=EVERY, rule="seed", initial_search=False)
+    )
+    b, _, sb = run_jax(
+        al.auto_lr(
+            optax.sgd,
+            0.05,
+            loss_fn=jloss,
+            every=EVERY,
+            guard=False,
+            rule="seed",
+            initial_search=False,
+        )
+    )
     assert np.array_equal(a, b)
     assert float(sa.telemetry.loss0) == 0.0 and sa.telemetry.search_losses.shape == (1,)
     assert DECISION_NAMES[int(sb.telemetry.decision)] == "seed"
+
+
+@pytest.mark.parametrize("lr0", [1e-4, 0.05, 1.0])
+def test_default_is_armijo_after_the_first_probe_search(lr0):
+    # The default (measured best on both development tasks): the wide first-probe search,
+    # then Armijo's sufficient decrease with the guard; from any start (NumPy oracle).
+    got, decisions, _ = run_jax(al.auto_lr(optax.sgd, lr0, loss_fn=jloss, every=EVERY))
+    want, want_decisions = oracle(np_armijo, lr0, (2.0, 1.0, 0.5), search=True)
+    np.testing.assert_allclose(got, want, rtol=2e-4)
+    assert decisions == want_decisions and decisions[0] == "search"
+    seed, _, _ = run_jax(
+        al.auto_lr(optax.sgd, lr0, loss_fn=jloss, every=EVERY, rule="seed", initial_search=False)
+    )
+    assert np.max(np.abs(seed / got - 1)) > 1e-2

@@ -109,31 +109,73 @@ def test_the_examples_of_the_issue():
     with pytest.raises(ValueError, match=r"init_value must be >= 0.0 and finite in float32"):
         al.step_lr(1e300, 10)
     with pytest.raises(ValueError, match="learning_rate"):
-        al.auto_lr(optax.sgd, 1e300, loss_fn=_loss, every=1)
+        al.auto_lr(optax.sgd, 1e300, loss_fn=_loss, every=1, rule="seed", initial_search=False)
     with pytest.raises(ValueError, match=r"factors\[1\] must be > 0.0 and at least"):
-        al.auto_lr(optax.sgd, 0.1, loss_fn=_loss, every=1, factors=(1.0, 1e-300))
+        al.auto_lr(
+            optax.sgd,
+            0.1,
+            loss_fn=_loss,
+            every=1,
+            factors=(1.0, 1e-300),
+            rule="seed",
+            initial_search=False,
+        )
     with pytest.raises(ValueError, match="init_value must be a real number"):
         al.step_lr("0.1", 2)
     with pytest.raises(ValueError, match="schedule must be a real number"):
         al.scale_by_lr_schedule("0.1")
     with pytest.raises(ValueError, match="learning_rate must be a real number"):
-        al.auto_lr(optax.sgd, learning_rate="0.1", loss_fn=_loss, every=1)
+        al.auto_lr(
+            optax.sgd,
+            learning_rate="0.1",
+            loss_fn=_loss,
+            every=1,
+            rule="seed",
+            initial_search=False,
+        )
     with pytest.raises(ValueError, match=r"learning_rate must be a real number \(a scalar\)"):
-        al.auto_lr(optax.sgd, learning_rate=[0.1, 0.2], loss_fn=_loss, every=1)
+        al.auto_lr(
+            optax.sgd,
+            learning_rate=[0.1, 0.2],
+            loss_fn=_loss,
+            every=1,
+            rule="seed",
+            initial_search=False,
+        )
     with pytest.raises(ValueError, match="factors must be a non-empty 1-D sequence"):
-        al.auto_lr(optax.sgd, 0.1, loss_fn=_loss, every=1, factors=[[2.0, 1.0], [0.5, 0.25]])
+        al.auto_lr(
+            optax.sgd,
+            0.1,
+            loss_fn=_loss,
+            every=1,
+            factors=[[2.0, 1.0], [0.5, 0.25]],
+            rule="seed",
+            initial_search=False,
+        )
 
 
 def test_products_of_learning_rate_and_factors_must_fit_float32():
     # learning_rate * factor below the smallest normal float32, or above its maximum.
     with pytest.raises(ValueError, match=r"learning_rate must be in \["):
-        al.auto_lr(optax.sgd, 2e-38, loss_fn=_loss, every=1)
+        al.auto_lr(optax.sgd, 2e-38, loss_fn=_loss, every=1, rule="seed", initial_search=False)
     with pytest.raises(ValueError, match=r"learning_rate must be in \["):
-        al.auto_lr(optax.sgd, 3e38, loss_fn=_loss, every=1, factors=(2.0, 1.0))
+        al.auto_lr(
+            optax.sgd,
+            3e38,
+            loss_fn=_loss,
+            every=1,
+            factors=(2.0, 1.0),
+            rule="seed",
+            initial_search=False,
+        )
     with pytest.raises(ValueError, match="max_lr must be >="):
-        al.auto_lr(optax.sgd, 0.1, loss_fn=_loss, every=1, max_lr=2e-38)
+        al.auto_lr(
+            optax.sgd, 0.1, loss_fn=_loss, every=1, max_lr=2e-38, rule="seed", initial_search=False
+        )
     with pytest.raises(ValueError, match="min_lr must be in"):
-        al.auto_lr(optax.sgd, 0.1, loss_fn=_loss, every=1, min_lr=3e38)
+        al.auto_lr(
+            optax.sgd, 0.1, loss_fn=_loss, every=1, min_lr=3e38, rule="seed", initial_search=False
+        )
     tree = al.alr_tree(_loss, optax.sgd, factors=(4.0, 1.0))
     with pytest.raises(ValueError, match=r"learning_rates\[1\] times every factor"):
         tree.init(jnp.zeros(2), learning_rates=(0.1, 1e38))
@@ -142,7 +184,15 @@ def test_products_of_learning_rate_and_factors_must_fit_float32():
     with pytest.raises(ValueError, match=r"factors\[0\] must be a real number"):
         al.alr_tree(_loss, optax.sgd, factors=("2.0", 1.0))
     with pytest.raises(ValueError, match=r"factors\[0\] must be a real number"):
-        al.auto_lr(optax.sgd, 0.1, loss_fn=_loss, every=1, factors=(True, 0.5))
+        al.auto_lr(
+            optax.sgd,
+            0.1,
+            loss_fn=_loss,
+            every=1,
+            factors=(True, 0.5),
+            rule="seed",
+            initial_search=False,
+        )
 
 
 def test_validation_helpers():
@@ -226,7 +276,9 @@ def _states():
     p = jnp.zeros(3)
     sched = optax.chain(optax.clip(1.0), al.scale_by_lr_schedule(al.step_lr(0.1, 1, 0.5)))
     plateau = optax.chain(optax.scale_by_adam(), al.reduce_on_plateau(0.2))
-    auto = al.auto_lr(optax.sgd, 0.3, loss_fn=_loss, every=1, momentum=0.9)
+    auto = al.auto_lr(
+        optax.sgd, 0.3, loss_fn=_loss, every=1, momentum=0.9, rule="seed", initial_search=False
+    )
     states = {}
     # (optax.inject_hyperparams states restore as auto_lr's inject_state does.)
     for name, tx in [("sched", sched), ("plateau", plateau), ("auto", auto)]:

@@ -188,7 +188,15 @@ def test_torch_peer_runs_the_same_algorithm(torch):
 
     params = {"w": jnp.asarray(w), "b": jnp.asarray(b)}
     batch = (jnp.asarray(x), jnp.asarray(y))
-    tx = auto_lr(optax.sgd, learning_rate=lr, loss_fn=loss_fn, factors=factors, every=1)
+    tx = auto_lr(
+        optax.sgd,
+        learning_rate=lr,
+        loss_fn=loss_fn,
+        factors=factors,
+        every=1,
+        rule="seed",
+        initial_search=False,
+    )
     state = tx.init(params)
     grads = jax.grad(loss_fn)(params, batch)
     update = jax.jit(lambda g, s, p, bt: tx.update(g, s, p, batch=bt))
@@ -229,7 +237,13 @@ def test_plain_baseline_is_like_for_like():
     batch = (jnp.asarray(x), jnp.asarray(y), fns.rest)
     plain = probe_overhead.plain_sgd(0.005)
     tx = auto_lr(
-        optax.sgd, learning_rate=0.005, loss_fn=fns.loss_fn, factors=(2.0, 1.0, 0.5), every=10**6
+        optax.sgd,
+        learning_rate=0.005,
+        loss_fn=fns.loss_fn,
+        factors=(2.0, 1.0, 0.5),
+        every=10**6,
+        rule="seed",
+        initial_search=False,
     )
     s_auto = tx.init(fns.params)
     s_auto = s_auto._replace(

@@ -119,6 +119,7 @@ CASES = [
             every=2,
             lookahead=3,
             score="rank_exp",
+            rule="seed",
             momentum=0.9,
         ),
         extra=lambda step, loss: {"batch": jax.tree.map(lambda x: jnp.stack([x] * 3), BATCH)},

@@ -453,3 +453,34 @@ def test_presets_seed_and_seed_published():
                        "data.normalize", "select_by_val", "bn_mode"}  # fmt: skip
     cpu = configs.get_config("cpu")  # the committed cpu protocol keeps today's behaviour
     assert (cpu.data.validation_size, cpu.data.augment_crop, cpu.bn_mode) == (0, True, "train")
+
+
+def test_plateau_on_the_validation_loss_and_the_null_model_in_the_published_protocol(
+    tiny_folder, tmp_path
+):
+    # plateau fed val_loss: ReduceLROnPlateau(mode='min', patience=0, threshold 1e-4 rel),
+    # written out, on the recorded validation losses.
+    lr, factor = 0.05, 0.5
+    config = tiny_config(tiny_folder)
+    config.epochs = 3
+    config.schedule, config.learning_rate = "plateau", lr
+    config.plateau.metric, config.plateau.patience, config.plateau.factor = "val_loss", 0, factor
+    history = train.train_and_evaluate(config, tmp_path / "plateau")
+    want, cur, best = [], lr, float("inf")
+    for r in history:
+        want.append(cur)
+        if r["val_loss"] < best * (1 - 1e-4):
+            best = r["val_loss"]
+        else:
+            cur *= factor
+    np.testing.assert_allclose([r["lr"] for r in history], want, rtol=1e-6)
+    # The null model under the published protocol: its per-epoch losses are finite and the
+    # learning rate moves by their z-scored weights (normalised as the training images).
+    config = tiny_config(tiny_folder)
+    config.schedule, config.learning_rate = "null_model", lr
+    config.null_model.batch_size = 8
+    history = train.train_and_evaluate(config, tmp_path / "null")
+    for r in history:
+        losses = r["epoch_probe"]["losses"]
+        assert len(losses) == 3 and all(np.isfinite(losses)) and len(set(losses)) == 3
+    assert history[0]["epoch_probe"]["lr_next"] == pytest.approx(history[1]["lr"], rel=1e-6)

@@ -251,10 +251,10 @@ def auto_lr(
     chunk_size: int | None = None,
     axis_name: Hashable | None = None,
     lookahead: int = 1,
-    rule: str | Callable[..., Any] = "seed",
+    rule: str | Callable[..., Any] = "armijo",
     schedule: optax.Schedule | None = None,
     probe_during_decay: bool = True,
-    initial_search: bool = False,
+    initial_search: bool = True,
     search_safety: float = 4.0,
     guard: bool | None = None,
     guard_tolerance: float = 0.05,
@@ -263,8 +263,21 @@ def auto_lr(
     """Wraps an Optax optimizer so that its learning rate is set by probing factors of it.
 
     Every ``every`` updates (update indices 0, ``every``, ``2 * every``, ...) the
-    update is a *probe*. With the current learning rate ``lr``, the incoming
-    gradient ``g`` and the wrapped optimizer's update ``u`` computed at ``lr``:
+    update is a *probe*. By default (``rule="armijo"``, ``initial_search=True``)
+    the first probe tries the update scaled by ``10**(k/2)``, ``|k| <= 8``, and
+    sets the level a safety factor below the best of them (the scale, from any
+    start); each later probe tries ``factors`` and takes the largest whose
+    candidate decreases the loss on the probe batch sufficiently (Armijo's
+    condition, :func:`armijo_rule`), backing off to the smallest factor when
+    none does, with a guard that undoes a rise that made the loss worse. Pass
+    the training batch as ``batch=``: the condition is about the batch the
+    gradient came from. Give the run's budget as ``schedule`` (e.g.
+    :func:`warmup_stable_decay`) for the annealing no probe does.
+
+    ``rule="seed", initial_search=False`` is Algorithm 1 of the seed paper, the
+    default of earlier releases. With the current learning rate ``lr``, the
+    incoming gradient ``g`` and the wrapped optimizer's update ``u`` computed at
+    ``lr``:
 
     1. the candidates are ``params + f_i * u`` for each factor ``f_i`` (for plain
        SGD, ``params - f_i * lr * g``);
@@ -410,11 +423,13 @@ def auto_lr(
         scored, an integer >= 1; 1 (the default) is the one-step probe of
         Algorithm 1. With ``k > 1``, ``batch`` must stack ``k`` batches on a
         leading axis (see above).
-      rule: what sets the level at a probe: ``"seed"`` (the default: steps 3-4
-        above, Algorithm 1, bit-identical to earlier releases), ``"armijo"``
-        (:func:`armijo_rule`: the largest factor meeting sufficient decrease
+      rule: what sets the level at a probe: ``"armijo"`` (the default,
+        :func:`armijo_rule`: the largest factor meeting sufficient decrease
         ``L(f) <= L(0) - c f |<g, u>|`` on the probe batch, else the smallest
-        factor; needs ``lookahead=1``), ``"parabola"`` (:func:`parabola_rule`: a
+        factor; needs ``lookahead=1``; meant for the batch the gradient came
+        from: pass the training batch as ``batch=``), ``"seed"`` (steps 3-4
+        above, Algorithm 1, bit-identical to earlier releases, whose default it
+        was; the only built-in rule for ``lookahead > 1``), ``"parabola"`` (:func:`parabola_rule`: a
         quadratic in ``log f`` fitted to the losses; to its minimum only when the
         predicted gain exceeds the fit's noise), or a callable ``rule(losses,
         factors, loss0, slope) -> multiplier`` or ``(multiplier, decision)``
@@ -434,7 +449,7 @@ def auto_lr(
         shape has reached 1 and fallen below it again (the cooldown). True (the
         default) keeps probing: on the digits benchmark stopping was no better
         for ``"armijo"`` and worse for ``"parabola"`` (benchmarks/README.md).
-      initial_search: whether the first probe evaluates a wide geometric grid of
+      initial_search: whether (default True) the first probe evaluates a wide geometric grid of
         factors, ``10**(k / 2)`` for ``k = -8 .. 8`` (four decades either side of
         ``learning_rate``, 17 candidates, once) instead of ``factors``. The level
         becomes the grid factor of lowest finite loss that is below the loss at
@@ -448,7 +463,8 @@ def auto_lr(
         than ``guard_tolerance`` (relative), the level returns to the one before
         the rise (or lower, if the rule asks for lower); a non-finite loss at the
         current parameters always backs off. ``None`` (default): on for every
-        rule but ``"seed"`` (which stays bit-identical).
+        rule but ``"seed"`` (which stays bit-identical). For Algorithm 1 exactly
+        as earlier releases computed it: ``rule="seed", initial_search=False``.
       guard_tolerance: the relative loss increase the guard tolerates, >= 0.
       **inner_kwargs: passed to ``optimizer``, e.g. ``momentum=0.9``,
         ``nesterov=True``, ``weight_decay=1e-4``.
@@ -470,7 +486,7 @@ def auto_lr(
       >>> batch = (x, 3.0 * x)
       >>> def loss_fn(w, batch):
       ...     return jnp.mean((w * batch[0] - batch[1]) ** 2)
-      >>> tx = auto_lr(optax.sgd, 0.1, loss_fn=loss_fn, factors=(2.0, 1.0, 0.5), every=2)
+      >>> tx = auto_lr(optax.sgd, 0.1, loss_fn=loss_fn, every=2)
       >>> w = jnp.zeros(())
       >>> state = tx.init(w)
       >>> @jax.jit
@@ -480,14 +496,25 @@ def auto_lr(
       ...     return optax.apply_updates(w, updates), state
       >>> for _ in range(4):
       ...     w, state = step(w, state)
-      >>> float(autolr_jax.current_lr(state)) > 0.1, int(state.telemetry.num_probes)
-      (True, 2)
+      >>> float(autolr_jax.current_lr(state)), int(state.telemetry.num_probes)
+      (0.5, 2)
+      >>> [name for name, code in autolr_jax.DECISIONS.items()
+      ...  if code == int(state.telemetry.decision)]  # the largest factor, 2, met Armijo
+      ['accept']
 
-      With a budget shape, the Armijo rule and the first-probe search:
+      Algorithm 1 of the seed paper (the default of earlier releases):
+
+      >>> seed = auto_lr(optax.sgd, 0.1, loss_fn=loss_fn, every=2, rule="seed",
+      ...                initial_search=False)
+      >>> grads = jax.grad(loss_fn)(jnp.zeros(()), batch)
+      >>> _, s = jax.jit(seed.update)(grads, seed.init(w), jnp.zeros(()), batch=batch)
+      >>> round(float(autolr_jax.current_lr(s)), 4)  # 0.1 x the weighted mean of (2, 1, 0.5)
+      0.1261
+
+      With a budget shape (the default rule and first-probe search), from 1e-4:
 
       >>> shape = autolr_jax.warmup_stable_decay(1.0, total_steps=4)
-      >>> tx = auto_lr(optax.sgd, 1e-4, loss_fn=loss_fn, every=2, rule="armijo",
-      ...              initial_search=True, schedule=shape)
+      >>> tx = auto_lr(optax.sgd, 1e-4, loss_fn=loss_fn, every=2, schedule=shape)
       >>> @jax.jit
       ... def step(w, state):
       ...     grads = jax.grad(loss_fn)(w, batch)
@@ -559,8 +586,9 @@ def auto_lr(
     rule_name, rule_fn = resolve_rule(rule)
     if rule_name == "armijo" and lookahead > 1:
         raise ValueError(
-            f"rule='armijo' compares one-step candidates with the slope <g, u>; it needs "
-            f"lookahead=1, got lookahead={lookahead!r}"
+            f"rule='armijo' (the default) compares one-step candidates with the slope <g, u>; "
+            f"it needs lookahead=1, got lookahead={lookahead!r} (pass rule='seed' for a "
+            "look-ahead probe)"
         )
     schedule = _check_schedule(schedule)
     for flag_name, flag in (

@@ -200,7 +200,7 @@ def _fixed(config, steps_per_epoch, probe_loss_fn) -> Method:
     return Method(tx, depends_on_epochs=_depends_on_epochs(config))
 
 
-PLATEAU_METRICS = ("test_loss", "test_accuracy", "train_loss")
+PLATEAU_METRICS = ("test_loss", "test_accuracy", "train_loss", "val_loss", "val_accuracy")
 
 
 def _plateau(config, steps_per_epoch, probe_loss_fn) -> Method:

@@ -170,18 +170,20 @@ def make_probe_loss(model_gd: nnx.GraphDef, bn_train: bool = True):
     return probe_loss
 
 
-def make_epoch_probe(model_gd: nnx.GraphDef, probe_loss):
+def make_epoch_probe(model_gd: nnx.GraphDef, probe_loss, normalize_=normalize):
     """Jitted ``(model state, images [B, b, ...] uint8, labels [B, b]) -> losses [B]``.
 
     The losses of the current model on ``B`` batches, one after another
-    (``lax.map``), each a train-mode forward of a discarded copy (``probe_loss``).
+    (``lax.map``), each a forward of a discarded copy (``probe_loss``: train mode, or
+    the running statistics with ``bn_mode='frozen_after_first_epoch'``, as the published
+    ``get_lr``, which runs after ``model.eval()``), on images normalised by ``normalize_``.
     """
 
     def losses(model_state, images, labels):
         # Pure arrays: the copies built inside lax.map must not share the outer Variables.
         _, params, rest = nnx.as_pure(nnx.split(nnx.merge(model_gd, model_state), nnx.Param, ...))
         return jax.lax.map(
-            lambda b: probe_loss(params, (normalize(b[0]), b[1], rest)), (images, labels)
+            lambda b: probe_loss(params, (normalize_(b[0]), b[1], rest)), (images, labels)
         )
 
     return jax.jit(losses)
@@ -557,7 +559,10 @@ def train_and_evaluate(config, workdir: str | Path, resume: bool = False) -> lis
     eval_model = (
         make_eval_model(model_gd, opt_gd, method, normalize_) if method.eval_params else None
     )
-    epoch_probe = make_epoch_probe(model_gd, probe_loss) if method.epoch_probe else None
+    epoch_probe = None
+    if method.epoch_probe:
+        bn_train = config.bn_mode == "train"
+        epoch_probe = make_epoch_probe(model_gd, make_probe_loss(model_gd, bn_train), normalize_)
     image_shape = data.train.images.shape[1:]
     # The probe batch: a fresh random draw at each probe (unused with source 'train').
     probe_batch = (
@@ -594,6 +599,7 @@ def train_and_evaluate(config, workdir: str | Path, resume: bool = False) -> lis
                 "test_loss": test_loss,
                 "test_accuracy": test_acc,
                 "train_loss": rec["train_loss"],
+                **{k: rec[k] for k in ("val_loss", "val_accuracy") if k in rec},
             }
             after = functools.partial(method.after_epoch, metrics=epoch_metrics)
             state, _ = with_opt_state(opt_gd, state, after)

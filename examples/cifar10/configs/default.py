@@ -94,6 +94,7 @@ def get_config() -> config_dict.ConfigDict:
         }
     )
     # reduce_on_plateau, fed once per epoch with `metric`: test_loss, test_accuracy, train_loss
+    # (or val_loss, val_accuracy with data.validation_size > 0)
     c.plateau = config_dict.ConfigDict(
         {
             "metric": "test_loss",
