@@ -51,6 +51,9 @@ def set_path(config, dotted: str, value) -> None:
     node[last] = value
 
 
+ALGORITHM_1 = {"rule": "seed", "initial_search": False, "probe_source": "random", "budget": None}
+
+
 def tiny_config(data_dir, **overrides):
     """The cpu preset shrunk to seconds; ``overrides`` use ``__`` for nesting (auto__every)."""
     config = configs.get_config("cpu")
@@ -63,6 +66,9 @@ def tiny_config(data_dir, **overrides):
     config.epochs = 3
     config.progress = False
     config.auto.probe_batch_size = 8
+    # Most tests below check Algorithm 1's bookkeeping (multipliers, resume, devices); the
+    # example's default (armijo, search, training batch, wsd budget) has its own test.
+    config.auto.update(ALGORITHM_1)
     for k, v in overrides.items():
         set_path(config, k.replace("__", "."), v)
     return config
@@ -374,16 +380,23 @@ def test_auto_lookahead_and_score_spec(tiny_folder, tmp_path):
         np.testing.assert_allclose(sum(p["scores"]), 1.0, rtol=1e-5)
 
 
-def test_auto_rule_search_and_budget(tiny_folder, tmp_path):
-    """auto.rule, auto.initial_search and auto.budget='wsd' reach auto_lr: the logged lr of
-    the last update is the level of the last probe times warmup_stable_decay's shape."""
+def test_auto_default_is_armijo_search_on_the_training_batch_with_the_wsd_budget(
+    tiny_folder, tmp_path
+):
+    """The example's auto default (the budget group's best) reaches auto_lr: the first probe
+    searches, the logged lr of the last update is the last level times wsd's shape."""
+    default = configs.get_config("cpu").auto
+    assert (default.rule, default.initial_search, default.probe_source, default.budget) == (
+        "armijo", True, "train", "wsd"
+    )  # fmt: skip
     config = tiny_config(
-        tiny_folder, schedule="auto", epochs=2, auto__rule="armijo", auto__initial_search=True,
-        auto__budget="wsd", plots=False, checkpoint=False,
+        tiny_folder, schedule="auto", epochs=2, plots=False, checkpoint=False,
+        **{f"auto__{k}": default[k] for k in ALGORITHM_1},
     )  # fmt: skip
     history = train.train_and_evaluate(config, tmp_path)
     probes = [p for r in history for p in r["probes"]]
     assert [p["step"] for p in probes] == [0, SPE]
+    assert probes[0]["decision"] == "search" and len(probes[0]["losses"]) == 3
     shape = al.warmup_stable_decay(1.0, 2 * SPE, decay_fraction=0.2)
     # Probes at updates 0 and 5 run at shape 1; the last update (9) at shape(9) = 0.5.
     assert float(shape(SPE)) == 1.0 and float(shape(2 * SPE - 1)) == 0.5
@@ -584,6 +597,10 @@ def test_eight_devices_give_the_learning_rates_and_metrics_of_one(tiny_folder, t
                 "--config.schedule=auto",
                 "--config.auto.every=2",
                 "--config.auto.score=rank_exp",
+                "--config.auto.rule=seed",
+                "--config.auto.initial_search=False",
+                "--config.auto.probe_source=random",
+                "--config.auto.budget=none",
             ],
             env,
         )

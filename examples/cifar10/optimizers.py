@@ -265,8 +265,8 @@ def _auto(config, steps_per_epoch, probe_loss_fn) -> Method:
     # auto_lr owns the momentum: the candidates are factors of SGD's whole update.
     momentum = {"momentum": config.momentum, "nesterov": config.nesterov} if config.momentum else {}
     every = steps_per_epoch if a.every is None else a.every
-    if a.budget not in (None, "wsd"):
-        raise ConfigError(f"config.auto.budget must be None or 'wsd', got {a.budget!r}")
+    if a.budget not in (None, "none", "wsd"):
+        raise ConfigError(f"config.auto.budget must be 'wsd' or 'none', got {a.budget!r}")
     shape = None
     if a.budget == "wsd":  # the shape of the fixed wsd schedule (config.wsd), peak 1, no warmup
         shape = al.warmup_stable_decay(

@@ -31,6 +31,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+import autolr_jax as al
 from examples.cifar10 import input_pipeline, models, optimizers, run_log
 from examples.cifar10.input_pipeline import augment, normalize
 from examples.cifar10.optimizers import ConfigError
@@ -383,6 +384,9 @@ def start_line(config, data, steps_per_epoch: int, lr_update: str) -> str:
 # The run.
 
 
+DECISION_NAMES = {code: name for name, code in al.DECISIONS.items()}
+
+
 def _probe_records(outs: dict[int, dict], tqdm_write) -> list[dict]:
     """The probes of an epoch, from the train step's outputs at the probing updates."""
     records = []
@@ -393,6 +397,8 @@ def _probe_records(outs: dict[int, dict], tqdm_write) -> list[dict]:
                 "step": step,
                 "multiplier": float(p["multiplier"]),
                 "lr": float(out["lr"]),
+                "level": float(p["level"]),
+                "decision": DECISION_NAMES.get(int(p["decision"]), "custom"),
                 "losses": [float(v) for v in p["losses"]],
                 "scores": [float(v) for v in p["scores"]],
             }
@@ -400,7 +406,7 @@ def _probe_records(outs: dict[int, dict], tqdm_write) -> list[dict]:
         r = records[-1]
         tqdm_write(
             f"  probe at update {step}: losses {np.round(r['losses'], 4).tolist()} -> "
-            f"multiplier x{r['multiplier']:.4g}, lr {r['lr']:.4g}"
+            f"{r['decision']} x{r['multiplier']:.4g}, lr {r['lr']:.4g}"
         )
     return records
 

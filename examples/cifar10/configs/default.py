@@ -121,14 +121,17 @@ def get_config() -> config_dict.ConfigDict:
             "min_lr": 0.0,
             "max_lr": float("inf"),
             "probe_batch_size": 32,
-            "probe_source": "random",
-            # The rule that sets the level: 'seed' (Algorithm 1), 'armijo' or 'parabola'.
-            "rule": "seed",
+            # 'train': Armijo's condition is about the batch the gradient came from.
+            "probe_source": "train",
+            # The rule that sets the level: 'armijo' (the library's default), 'seed'
+            # (Algorithm 1: with initial_search=False, probe_source='random' and no budget,
+            # the former default) or 'parabola'.
+            "rule": "armijo",
             # A wide first probe (four decades either side of learning_rate).
-            "initial_search": False,
-            # None, or 'wsd': the level times warmup_stable_decay(1.0, total updates) as
-            # the budget shape, with config.wsd's decay_fraction and decay_shape.
-            "budget": placeholder(str),
+            "initial_search": True,
+            # 'wsd': the level times warmup_stable_decay(1.0, total updates) as the budget
+            # shape, with config.wsd's decay_fraction and decay_shape; 'none': no shape.
+            "budget": "wsd",
         }
     )
     # The null model (the seed's published rule): once per epoch, the losses of the unchanged
