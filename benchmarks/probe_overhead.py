@@ -98,6 +98,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--reps", type=int, default=None, help="timed repetitions (default 5)")
     p.add_argument("--chunk", type=int, default=2, help="chunk size of the chunked map row")
     p.add_argument(
+        "--rule",
+        default="seed",
+        choices=("seed", "armijo", "parabola"),
+        help="auto_lr's rule (default seed: Algorithm 1, what the committed results measure; "
+        "armijo: the library's default); the first-probe search is off (its one-off cost is "
+        "not a per-epoch one)",
+    )
+    p.add_argument(
         "--epoch-steps",
         type=int,
         default=None,
@@ -437,7 +445,13 @@ def measure_train_steps(fns: Functions, batch, factors, every: int, args) -> dic
     plain_state = plain.init(p)
     step_plain, ct_plain, mem = compile_fn(fns.make_train_step(plain), p, r, plain_state, batch)
     tx = auto_lr(
-        optax.sgd, learning_rate=LEARNING_RATE, loss_fn=fns.loss_fn, factors=factors, every=every
+        optax.sgd,
+        learning_rate=LEARNING_RATE,
+        loss_fn=fns.loss_fn,
+        factors=factors,
+        every=every,
+        rule=args.rule,
+        initial_search=False,
     )
     a0 = tx.init(p)  # count 0: this update probes
     step_auto, ct_auto, _ = compile_fn(fns.make_train_step(tx), p, r, a0, batch, memory=False)
@@ -473,6 +487,7 @@ def measure_probe(
     *,
     memory: bool = True,
     all_buffers: bool = True,
+    rule: str = "seed",
 ) -> dict[str, Any]:
     """The probe alone: jitted ``tx.update`` probing minus the same call not probing.
 
@@ -491,6 +506,8 @@ def measure_probe(
         every=BIG_EVERY,
         strategy=strategy,
         chunk_size=chunk,
+        rule=rule,
+        initial_search=False,
     )
     s0 = tx.init(fns.params)
 
@@ -600,7 +617,7 @@ def measure_jax(model, batch, factors, args) -> dict[str, Any]:
     out["probe"] = {}
     for label, strategy, chunk in strategies(args.chunk):
         res = measure_probe(
-            fns, batch, grads, factors, strategy, chunk, args.reps, args.max_seconds
+            fns, batch, grads, factors, strategy, chunk, args.reps, args.max_seconds, rule=args.rule
         )
         res["resolved"] = strategy if strategy != "auto" else out["auto_picks"]
         res["x_floor"] = res["probe_s"] / out["floor_s"]
@@ -982,6 +999,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "max_seconds": args.max_seconds,
             "learning_rate": LEARNING_RATE,
             "quick": args.quick,
+            "rule": args.rule,
         },
         "torch_threads": os.cpu_count() or 1,
         "models": {},

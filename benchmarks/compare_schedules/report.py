@@ -235,6 +235,108 @@ def sensitivity_matrix(df: pd.DataFrame) -> list[str]:
     ]
 
 
+# The issue-13 sweep: the example's auto default (budget group) against the fixed schedules
+# and Algorithm 1 (sensitivity group) from the same starts; prodigy has no start.
+DEFAULT_ROW = ("budget", "armijo-train+search+wsd")
+SWEEP_ROWS = (
+    DEFAULT_ROW,
+    ("sensitivity", "constant"),
+    ("sensitivity", "cosine"),
+    ("budget", "wsd"),
+    ("sensitivity", "auto7"),
+    ("budget", "auto3+search+wsd"),
+)
+FIXED_ROWS = (("sensitivity", "constant"), ("sensitivity", "cosine"), ("budget", "wsd"))
+
+
+def _sweep(df: pd.DataFrame) -> pd.DataFrame:
+    """The finished runs of SWEEP_ROWS' ``name@lr`` variants: row, lr0, seed, accuracy."""
+    done = df[df.done & df.variant.str.contains("@", regex=False)]
+    parts = done.variant.str.split("@", n=1, expand=True)
+    if parts.empty:
+        return pd.DataFrame(columns=["row", "lr0", "seed", "acc", "outcome"])
+    done = done.assign(name=parts[0], lr0=parts[1].astype(float))
+    keep = [(g, n) in SWEEP_ROWS for g, n in zip(done.group, done.name, strict=True)]
+    done = done[keep]
+    seeds = [int(r["seed"]) for r in done.record]
+    return pd.DataFrame(
+        {
+            "row": done.group + ":" + done.name,
+            "lr0": done.lr0,
+            "seed": seeds,
+            "acc": done.final_test_accuracy,
+            "outcome": done.outcome,
+        }
+    )
+
+
+def default_section(df: pd.DataFrame) -> list[str]:
+    """The default's targets: every start against the best fixed run, prodigy, constant."""
+    sweep = _sweep(df)
+    default = ":".join(DEFAULT_ROW)
+    if sweep.empty or default not in set(sweep.row):
+        return []
+    by = sweep.groupby(["row", "lr0"], sort=False).acc
+    cells = by.agg(lambda v: f"{pm()(v)} ({len(v)})").unstack()
+    rows = [":".join(r) for r in SWEEP_ROWS if ":".join(r) in cells.index]
+    cells = cells.reindex(rows)
+    table = cells.rename(columns=lambda lr: f"lr {lr:g}").reset_index(drop=True).fillna("–")
+    table.insert(0, "schedule", [f"`{r}`" for r in rows])
+    means = by.agg(mean).astype(float)
+    fixed = means[[r in {":".join(f) for f in FIXED_ROWS} for r, _ in means.index]]
+    best_key = fixed.idxmax() if len(fixed) else None
+    best = fixed.max() if len(fixed) else math.nan
+    prod = df[df.done & (df.group == "main") & (df.variant == "prodigy")].final_test_accuracy
+    prod_mean = mean(prod)
+    lines = [
+        "## The automated default from every start",
+        "",
+        "Final test accuracy (%), mean ± sample std (number of seeds), by initial learning "
+        "rate: the example's `auto` default (`budget:armijo-train+search+wsd`: Armijo on the "
+        "training batch, first-probe search, warmup-stable-decay budget) against the fixed "
+        "schedules and Algorithm 1 (`auto7`, the seed's factors) from the same starts.",
+        "",
+        *_markdown(table),
+        "",
+    ]
+    if best_key is not None:
+        lines += [
+            f"Best fixed run in this table: `{best_key[0]}` at lr {best_key[1]:g}, "
+            f"{100 * best:.1f} %; prodigy (no start): "
+            + (f"{pm()(prod)} ({len(prod)} seeds)." if len(prod) else "–."),
+            "",
+        ]
+    target_rows = []
+    for lr0, acc in sweep[sweep.row == default].groupby("lr0").acc:
+        m = mean(acc)
+        c = means.get(("sensitivity:constant", lr0), math.nan)
+        target_rows.append(
+            {
+                "lr": f"{lr0:g}",
+                "n": len(acc),
+                "default": pm()(acc),
+                "vs best fixed (pt)": f"{100 * (m - best):+.1f}",
+                "within 1 pt": "yes" if m >= best - 0.01 else "no",
+                "vs prodigy (pt)": f"{100 * (m - prod_mean):+.1f}" if prod_mean else "–",
+                "vs constant here (pt)": f"{100 * (m - c):+.1f}" if math.isfinite(c) else "–",
+                "diverged": int(
+                    (sweep[(sweep.row == default) & (sweep.lr0 == lr0)].outcome == "diverged").sum()
+                ),  # fmt: skip
+            }
+        )
+    d_means = means[[r == default for r, _ in means.index]]
+    spread = 100 * (d_means.max() - d_means.min())
+    lines += [
+        "Targets of the default (issue 13): within 1 point of the best fixed run, above "
+        "prodigy, at least as good as constant at the same start, never diverging; "
+        f"spread over the starts measured: {spread:.1f} points (target ≤ 2).",
+        "",
+        *_markdown(pd.DataFrame(target_rows)),
+        "",
+    ]
+    return lines
+
+
 def _runs(df: pd.DataFrame, groups=GROUPS) -> pd.DataFrame:
     """The finished runs, once each (not once per variant), named by their variants in
     ``groups``; dropped where they have none."""
@@ -525,6 +627,7 @@ def build_report(
         lines += [f"## {group}", "", *group_table(df[df.group == group])]
         if group == "sensitivity":
             lines += sensitivity_matrix(df)
+    lines += default_section(df)
     lines += drift_section(df)
     lines += probe_section(df)
     lines += setup_section(out, preset_name, preset, sets, data)
