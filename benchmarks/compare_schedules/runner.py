@@ -156,6 +156,17 @@ def summarize(
         "final_test_loss": last.get("test_loss"),
         "final_train_loss": final_train,
         "test_accuracy": test_acc,
+        # With a validation split (--set data.validation_size=N): what settings are chosen on.
+        **(
+            {
+                "final_val_accuracy": last["val_accuracy"],
+                "final_val_loss": last["val_loss"],
+                "val_accuracy": series("val_accuracy"),
+                "val_loss": series("val_loss"),
+            }
+            if "val_loss" in last
+            else {}
+        ),
         "train_loss": series("train_loss"),
         "lr_per_epoch": series("lr"),
         "train_time_s": series("train_time_s"),
