@@ -337,3 +337,28 @@ def test_default_is_armijo_after_the_first_probe_search(lr0):
         al.auto_lr(optax.sgd, lr0, loss_fn=jloss, every=EVERY, rule="seed", initial_search=False)
     )
     assert np.max(np.abs(seed / got - 1)) > 1e-2
+
+
+@pytest.mark.parametrize("lr0", [1e-3, 0.05, 0.3, 1.0])
+def test_default_does_no_harm_against_constant_from_any_start(lr0):
+    # An ill-conditioned quadratic (curvatures 0.1 .. 10; SGD diverges above lr 0.2): from
+    # every start the default ends at least as low as a constant learning rate there, and
+    # it never diverges where the constant one does.
+    hs = jnp.asarray([0.1, 1.0, 10.0], jnp.float32)
+
+    def quad(w, batch):
+        return 0.5 * jnp.sum(hs * w**2) + 0.0 * batch
+
+    def final_loss(tx):
+        w = jnp.ones(3)
+        state = tx.init(w)
+        step = jax.jit(lambda w, s: tx.update(jax.grad(quad)(w, 0.0), s, w, batch=0.0))
+        for _ in range(60):
+            u, state = step(w, state)
+            w = w + u
+        return float(quad(w, 0.0))
+
+    auto = final_loss(al.auto_lr(optax.sgd, lr0, loss_fn=quad, every=5))
+    constant = final_loss(optax.sgd(lr0))
+    assert np.isfinite(auto) and auto < 0.5 * float(jnp.sum(hs))  # it trained
+    assert auto <= constant * 1.05 or not np.isfinite(constant)
