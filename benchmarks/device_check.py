@@ -19,8 +19,9 @@ records which strategy was fastest for each case, and the probe's cost per CIFAR
 epoch (probe / (ceil(50000 / batch) x training step)).
 
 Stage 2, the example's ``gpu-short`` protocol (``examples.cifar10.configs.gpu_short``: a
-10,000-image subset, batch 128, 10 epochs) for the schedules constant, cosine and auto,
-seed 0, each one ``examples.cifar10.train.train_and_evaluate(config, workdir)`` on the
+10,000-image subset, batch 128, 10 epochs) for the schedules auto (the example's default:
+armijo + search + wsd budget), auto-seed (Algorithm 1), cosine, prodigy and constant, in
+that order, seed 0, each one ``examples.cifar10.train.train_and_evaluate(config, workdir)`` on the
 CIFAR-10 archive (``--data-dir``, default ``../shared/data/cifar10-jpg.tar.gz``).
 
 Each stage has its own time budget (``--stage1-budget`` 210 s, ``--stage2-budget`` 300 s:
@@ -68,7 +69,11 @@ from benchmarks import probe_overhead as po  # noqa: E402
 SCHEMA = "autolr_jax/device_check/v1"
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cifar10-jpg.tar.gz"
-SCHEDULES = ("constant", "cosine", "auto")
+# In the order they run (later ones are skipped when the stage's budget runs out):
+# the new default, Algorithm 1 ('auto-seed': the former defaults), cosine, prodigy, constant.
+SCHEDULES = ("auto", "auto-seed", "cosine", "prodigy", "constant")
+# Algorithm 1 as the benchmark's auto rows run it (benchmarks.compare_schedules.plan).
+AUTO_SEED = {"rule": "seed", "initial_search": False, "probe_source": "random", "budget": None}
 # The smoke test's ResNet: width 1/16, two stages of one block (compiles in about a second).
 SMOKE_WIDTH, SMOKE_STAGES = 1 / 16, (1, 1)
 # What a first measurement of a kind is assumed to take, before one has been seen (s).
@@ -474,7 +479,9 @@ def make_config(schedule: str, data_dir: str, smoke: bool, cache_dir: str | None
     from examples.cifar10 import configs
 
     config = configs.get_config("gpu_short")
-    config.schedule = schedule
+    config.schedule = "auto" if schedule == "auto-seed" else schedule
+    if schedule == "auto-seed":
+        config.auto.update(AUTO_SEED)
     config.data.data_dir = str(data_dir)
     if cache_dir is not None:
         config.data.cache_dir = str(cache_dir)

@@ -133,17 +133,22 @@ def _fake_records(epochs: int = 2):
 
 
 def test_stage2_with_a_fake_trainer(tmp_path):
-    seen = []
+    seen, seen_rules = [], []
 
     def train(config, workdir):
         seen.append((config.schedule, config.data.data_dir, config.progress, config.plots))
+        seen_rules.append(config.auto.rule)
         assert not config.checkpoint and config.epochs == 1
         if config.schedule == "cosine":
             raise RuntimeError("boom")
         return _fake_records()
 
     data = dc.main(["--smoke", "--stages", "2", "--out", str(tmp_path)], train_fn=train)
-    assert [s[0] for s in seen] == list(dc.SCHEDULES)
+    # auto-seed runs the example's auto with Algorithm 1's settings
+    want = [s.replace("auto-seed", "auto") for s in dc.SCHEDULES]
+    assert [s[0] for s in seen] == want
+    assert seen_rules[list(dc.SCHEDULES).index("auto-seed")] == "seed"
+    assert seen_rules[list(dc.SCHEDULES).index("auto")] == "armijo"
     assert {s[1] for s in seen} == {str(tmp_path / "smoke_data")}
     assert all(s[2] is False and s[3] is False for s in seen)
     runs = {r["schedule"]: r for r in data["stage2"]["runs"]}
@@ -168,10 +173,10 @@ def test_stage2_stops_before_its_budget(tmp_path, monkeypatch):
     data = dc.main(argv, train_fn=train)
     runs = data["stage2"]["runs"]
     # 1st run: guess 8 s fits; 2nd: 1.5 x 40 = 60 s fits in 60 s left; 3rd: 60 > 20 left.
-    assert [("skipped" in r) for r in runs] == [False, False, True]
+    assert [("skipped" in r) for r in runs] == [False, False, True, True, True]
     assert runs[2]["skipped"].startswith("time budget: 20 s left of 100")
     saved = json.loads((tmp_path / "device_check.json").read_text())
-    assert saved["stage2"]["runs"][2]["schedule"] == "auto"
+    assert saved["stage2"]["runs"][2]["schedule"] == dc.SCHEDULES[2]
 
 
 def test_missing_data_is_recorded(tmp_path):
