@@ -476,6 +476,53 @@ def with_opt_state(opt_gd, state, fn):
     return {**state, "opt": nnx.state(optimizer)}, opt_pure
 
 
+def check_probe_sizes(method: optimizers.Method, n_train: int) -> None:
+    """Refuses probe batches that the training set cannot fill (ConfigError)."""
+    probe, ep = method.probe, method.epoch_probe
+    if ep and ep.batches * ep.batch_size > n_train:
+        raise ConfigError(
+            f"the null model's {ep.batches} batches of {ep.batch_size} exceed the "
+            f"{n_train} training images"
+        )
+    n_probe = probe.batch_size * probe.lookahead if probe else 0
+    if probe and probe.source == "random" and n_probe > n_train:
+        raise ConfigError(
+            f"auto.probe_batch_size {probe.batch_size} x auto.lookahead {probe.lookahead} = "
+            f"{n_probe} exceeds the {n_train} training images"
+        )
+
+
+def empty_probe_batch(probe: optimizers.Probe | None, image_shape) -> tuple[np.ndarray, ...]:
+    """The probe batch's buffers: redrawn at each probe (one dummy image with source 'train')."""
+    n = probe.batch_size * probe.lookahead if probe and probe.source == "random" else 1
+    return np.zeros((n, *image_shape), np.uint8), np.zeros((n,), np.int32)
+
+
+def make_train_steps(config, steps_per_epoch, graphdefs, method, model_state, augment_, norm):
+    """``{bn_train: jitted train step}``: one per BatchNorm mode the run uses.
+
+    The mode is a Python constant of each step; jit compiles a step when it is first
+    called, so a run compiles at most two (``bn_mode='train'``: one).
+    """
+    model_gd, probe_gd, opt_gd = graphdefs
+    steps = {True: make_train_step(model_gd, opt_gd, method, augment_, norm)}
+    if config.bn_mode == "frozen_after_first_epoch":
+        method_f, opt_gd_f = method, opt_gd
+        if method.probe is not None:  # the probe's forward follows the mode too
+            method_f = optimizers.build_method(
+                config, steps_per_epoch, make_probe_loss(probe_gd, bn_train=False)
+            )
+            # The same optimizer state; only the transformation in the graph differs.
+            opt_gd_f = nnx.split(
+                nnx.eval_shape(
+                    lambda ms: nnx.Optimizer(nnx.merge(model_gd, ms), method_f.tx, wrt=nnx.Param),
+                    model_state,
+                )
+            )[0]
+        steps[False] = make_train_step(model_gd, opt_gd_f, method_f, augment_, norm, bn_train=False)
+    return steps
+
+
 def train_and_evaluate(config, workdir: str | Path, resume: bool = False) -> list[dict]:
     """Trains and evaluates; writes metrics, checkpoints and plots to ``workdir``.
 
@@ -504,19 +551,7 @@ def train_and_evaluate(config, workdir: str | Path, resume: bool = False) -> lis
         probe_gd = nnx.split(nnx.eval_shape(lambda: make_model(config, n_classes, True)))[0]
     probe_loss = make_probe_loss(probe_gd)
     method = optimizers.build_method(config, steps_per_epoch, probe_loss)
-    probe = method.probe
-    n_probe = probe.batch_size * probe.lookahead if probe else 0
-    ep = method.epoch_probe
-    if ep and ep.batches * ep.batch_size > len(data.train):
-        raise ConfigError(
-            f"the null model's {ep.batches} batches of {ep.batch_size} exceed the "
-            f"{len(data.train)} training images"
-        )
-    if probe and probe.source == "random" and n_probe > len(data.train):
-        raise ConfigError(
-            f"auto.probe_batch_size {probe.batch_size} x auto.lookahead {probe.lookahead} = "
-            f"{n_probe} exceeds the {len(data.train)} training images"
-        )
+    check_probe_sizes(method, len(data.train))
 
     # Initialised inside jit: eagerly, every initializer call would compile on its own.
     model_state = jax.jit(lambda: nnx.state(make_model(config, n_classes)))()
@@ -542,25 +577,10 @@ def train_and_evaluate(config, workdir: str | Path, resume: bool = False) -> lis
     print(start_line(config, data, steps_per_epoch, lr_update))
     augment_ = input_pipeline.augmenter(config.data)
     normalize_ = input_pipeline.normalizer(config.data)
-    # One train step per BatchNorm mode, the mode a Python constant of each: jit compiles a
-    # step when it is first called, so a run compiles at most two (bn_mode 'train': one).
-    train_steps = {True: make_train_step(model_gd, opt_gd, method, augment_, normalize_)}
-    if config.bn_mode == "frozen_after_first_epoch":
-        method_f, opt_gd_f = method, opt_gd
-        if method.probe is not None:  # the probe's forward follows the mode too
-            method_f = optimizers.build_method(
-                config, steps_per_epoch, make_probe_loss(probe_gd, bn_train=False)
-            )
-            # The same optimizer state; only the transformation in the graph differs.
-            opt_gd_f = nnx.split(
-                nnx.eval_shape(
-                    lambda ms: nnx.Optimizer(nnx.merge(model_gd, ms), method_f.tx, wrt=nnx.Param),
-                    model_state,
-                )
-            )[0]
-        train_steps[False] = make_train_step(
-            model_gd, opt_gd_f, method_f, augment_, normalize_, bn_train=False
-        )
+    train_steps = make_train_steps(
+        config, steps_per_epoch, (model_gd, probe_gd, opt_gd), method, model_state, augment_,
+        normalize_,
+    )  # fmt: skip
     eval_step = make_eval_step(model_gd, normalize_)
     eval_model = (
         make_eval_model(model_gd, opt_gd, method, normalize_) if method.eval_params else None
@@ -569,15 +589,7 @@ def train_and_evaluate(config, workdir: str | Path, resume: bool = False) -> lis
     if method.epoch_probe:
         bn_train = config.bn_mode == "train"
         epoch_probe = make_epoch_probe(model_gd, make_probe_loss(model_gd, bn_train), normalize_)
-    image_shape = data.train.images.shape[1:]
-    # The probe batch: a fresh random draw at each probe (unused with source 'train').
-    probe_batch = (
-        np.zeros((max(n_probe, 1), *image_shape), np.uint8),
-        np.zeros((max(n_probe, 1),), np.int32),
-    )
-    if not probe or probe.source == "train":
-        probe_batch = tuple(a[:1] for a in probe_batch)
-    probe_batch = devices.replicate(probe_batch)
+    probe_batch = devices.replicate(empty_probe_batch(method.probe, data.train.images.shape[1:]))
 
     for epoch in range(log.start_epoch, config.epochs):
         t0 = time.time()
