@@ -152,6 +152,40 @@ class AutoLRState(NamedTuple):
         return self.inject_state.hyperparams
 
 
+_F32, _I32, _BOOL = jnp.float32, jnp.int32, jnp.bool_
+_TELEMETRY_DTYPES = AutoLRTelemetry(_F32, _F32, _F32, _I32, _BOOL, _I32, _F32, _F32, _F32)
+_CONTROL_DTYPES = AutoLRControl(_F32, _F32, _F32, _BOOL, _BOOL)
+
+
+def _cast(state: NamedTuple, dtypes: NamedTuple) -> NamedTuple:
+    """``state`` with each field an array of the dtype in the same field of ``dtypes``."""
+    return type(state)(*(jnp.asarray(x, d) for x, d in zip(state, dtypes, strict=True)))
+
+
+def _guard(level, new_lr, clamped, decision, loss0, control, first, tolerance, backoff, bounds):
+    """The do-no-harm guard after a probe: ``(level, clamped, decision)``, the rule's own
+    unless the last probe raised the level and the loss has since grown (then back, and
+    decision ``"guard"``; see :func:`autolr_jax.auto._rules.guard_level`). Never at the
+    first probe, which has nothing to compare with."""
+    guarded_lr, guarded = guard_level(
+        level,
+        new_lr,
+        loss0,
+        control.last_loss0,
+        control.before_rise,
+        control.rose & ~first,
+        tolerance,
+        backoff,
+    )
+    guarded = guarded & ~first
+    guarded_lr, guard_clamped = next_learning_rate(guarded_lr, jnp.float32(1.0), *bounds)
+    return (
+        jnp.where(guarded, guarded_lr, new_lr),
+        jnp.where(guarded, guard_clamped, clamped),
+        jnp.where(guarded, jnp.int32(DECISIONS["guard"]), decision),
+    )
+
+
 def _factory_name(optimizer: Any) -> str:
     mod = getattr(optimizer, "__module__", "") or ""
     name = getattr(optimizer, "__qualname__", None) or getattr(optimizer, "__name__", None)
@@ -233,6 +267,154 @@ def _slope(grads: Any, updates: Any) -> jax.Array:
         for g, u in zip(jax.tree.leaves(grads), jax.tree.leaves(updates), strict=True)
     ]
     return sum(parts, jnp.zeros((), jnp.float32))
+
+
+class _Settings(NamedTuple):
+    """The arguments of :func:`auto_lr`, checked and converted (plus what follows from them)."""
+
+    learning_rate: Any
+    factors: Any
+    floor: Any
+    ceiling: Any
+    every: Any
+    min_lr: Any
+    max_lr: Any
+    has_aux: Any
+    score_fn: Any
+    chunk_size: Any
+    lookahead: Any
+    rule_name: Any
+    rule_fn: Any
+    schedule: Any
+    guard: Any
+    initial_search: Any
+    probe_during_decay: Any
+    search_safety: Any
+    guard_tolerance: Any
+    grid: Any
+    needs_loss0: Any
+    backoff: Any
+
+
+# fmt: off
+def _checked(
+    optimizer, learning_rate, loss_fn, factors, every, min_lr, max_lr, has_aux, score,
+    strategy, chunk_size, axis_name, lookahead, rule, schedule, probe_during_decay,
+    initial_search, search_safety, guard, guard_tolerance, inner_kwargs,
+) -> _Settings:
+    """Every check of :func:`auto_lr`, up front and before any tracing: a ValueError naming
+    the argument, its value and the allowed range."""
+    # fmt: on
+    if callable(learning_rate) or isinstance(learning_rate, (bool, np.bool_)):
+        raise ValueError(
+            "learning_rate must be the initial learning rate, a number > 0 (auto_lr sets it; "
+            f"schedules are not accepted), got {learning_rate!r}"
+        )
+    check_real("learning_rate", learning_rate, lo=0.0, lo_open=True, scalar=True)
+    _check_optimizer(optimizer, learning_rate, inner_kwargs)
+    if loss_fn is None:
+        raise ValueError("loss_fn is required: loss_fn(params, batch) -> scalar loss")
+    if not callable(loss_fn):
+        raise ValueError(f"loss_fn must be callable as loss_fn(params, batch), got {loss_fn!r}")
+    factors = check_positive_sequence("factors", factors, distinct=True)
+    floor, ceiling = level_bounds(factors)
+    if floor > ceiling:
+        raise ValueError(
+            f"factors must span less than float32's range (max / min < 2**254), got {factors!r}"
+        )
+    if not floor <= float(learning_rate) <= ceiling:
+        raise ValueError(
+            f"learning_rate must be in [{floor}, {ceiling}] for factors {factors!r} (every "
+            f"candidate's learning_rate * factor must be a normal, finite float32), "
+            f"got {learning_rate!r}"
+        )
+    if every is None:
+        raise ValueError(
+            "every is required: the probe interval in update calls (e.g. steps per epoch)"
+        )
+    every = check_int("every", every, lo=1, hi=2**31 - 1)
+    check_real("min_lr", min_lr, lo=0.0, hi=ceiling, scalar=True)
+    check_real("max_lr", max_lr, lo=float(min_lr), lo_open=True, allow_inf=True, scalar=True)
+    if float(max_lr) < floor:
+        raise ValueError(
+            f"max_lr must be >= {floor}, the smallest learning rate auto_lr keeps for factors "
+            f"{factors!r}, got {max_lr!r}"
+        )
+    if not isinstance(has_aux, (bool, np.bool_)):
+        raise ValueError(f"has_aux must be True or False, got {has_aux!r}")
+    score_fn = resolve_score(score)
+    chunk_size = check_strategy(
+        strategy, chunk_size, choices=PROBE_STRATEGIES, candidates="candidates"
+    )
+    if axis_name is not None and not isinstance(axis_name, Hashable):
+        raise ValueError(f"axis_name must be a mapped axis name or None, got {axis_name!r}")
+    lookahead = check_int("lookahead", lookahead, lo=1, hi=10_000)
+    rule_name, rule_fn = resolve_rule(rule)
+    if rule_name == "armijo" and lookahead > 1:
+        raise ValueError(
+            f"rule='armijo' (the default) compares one-step candidates with the slope <g, u>; "
+            f"it needs lookahead=1, got lookahead={lookahead!r} (pass rule='seed' for a "
+            "look-ahead probe)"
+        )
+    schedule = _check_schedule(schedule)
+    for flag_name, flag in (
+        ("probe_during_decay", probe_during_decay),
+        ("initial_search", initial_search),
+    ):
+        if not isinstance(flag, (bool, np.bool_)):
+            raise ValueError(f"{flag_name} must be True or False, got {flag!r}")
+    if guard is not None and not isinstance(guard, (bool, np.bool_)):
+        raise ValueError(
+            f"guard must be True, False or None (on unless rule='seed'), got {guard!r}"
+        )
+    check_real("search_safety", search_safety, lo=1.0, hi=1e4, scalar=True)
+    check_real("guard_tolerance", guard_tolerance, lo=0.0, scalar=True)
+    guard = rule_name != "seed" if guard is None else bool(guard)
+    initial_search = bool(initial_search)
+    probe_during_decay = bool(probe_during_decay)
+    search_safety, guard_tolerance = float(search_safety), float(guard_tolerance)
+    grid = search_grid() if initial_search else ()
+    if initial_search:
+        # The level must also leave every grid candidate's rate normal and finite.
+        g_floor, g_ceiling = level_bounds(grid)
+        floor, ceiling = max(floor, g_floor), min(ceiling, g_ceiling)
+        if not floor <= float(learning_rate) <= ceiling:
+            raise ValueError(
+                f"learning_rate must be in [{floor}, {ceiling}] with initial_search=True (every "
+                f"search candidate's learning_rate * 10**k, |k| <= 4, must be a normal, finite "
+                f"float32), got {learning_rate!r}"
+            )
+    # loss0 = loss_fn(params, batch), one forward more per probe, when a rule needs it.
+    needs_loss0 = guard or initial_search or rule_name != "seed"
+    backoff = min(1.0, min(factors))
+
+    has_aux = bool(has_aux)
+    learning_rate = float(learning_rate)
+    min_lr, max_lr = float(min_lr), float(max_lr)
+    return _Settings(
+        learning_rate=learning_rate,
+        factors=factors,
+        floor=floor,
+        ceiling=ceiling,
+        every=every,
+        min_lr=min_lr,
+        max_lr=max_lr,
+        has_aux=has_aux,
+        score_fn=score_fn,
+        chunk_size=chunk_size,
+        lookahead=lookahead,
+        rule_name=rule_name,
+        rule_fn=rule_fn,
+        schedule=schedule,
+        guard=guard,
+        initial_search=initial_search,
+        probe_during_decay=probe_during_decay,
+        search_safety=search_safety,
+        guard_tolerance=guard_tolerance,
+        grid=grid,
+        needs_loss0=needs_loss0,
+        backoff=backoff,
+    )
 
 
 def auto_lr(
@@ -538,93 +720,17 @@ def auto_lr(
       Hägele et al., "Scaling Laws and Compute-Optimal Training Beyond Fixed
       Training Durations", arXiv:2405.18392, 2024 (warmup-stable-decay).
     """
-    # --- validation: everything up front, before any tracing -------------------
-    if callable(learning_rate) or isinstance(learning_rate, (bool, np.bool_)):
-        raise ValueError(
-            "learning_rate must be the initial learning rate, a number > 0 (auto_lr sets it; "
-            f"schedules are not accepted), got {learning_rate!r}"
-        )
-    check_real("learning_rate", learning_rate, lo=0.0, lo_open=True, scalar=True)
-    _check_optimizer(optimizer, learning_rate, inner_kwargs)
-    if loss_fn is None:
-        raise ValueError("loss_fn is required: loss_fn(params, batch) -> scalar loss")
-    if not callable(loss_fn):
-        raise ValueError(f"loss_fn must be callable as loss_fn(params, batch), got {loss_fn!r}")
-    factors = check_positive_sequence("factors", factors, distinct=True)
-    floor, ceiling = level_bounds(factors)
-    if floor > ceiling:
-        raise ValueError(
-            f"factors must span less than float32's range (max / min < 2**254), got {factors!r}"
-        )
-    if not floor <= float(learning_rate) <= ceiling:
-        raise ValueError(
-            f"learning_rate must be in [{floor}, {ceiling}] for factors {factors!r} (every "
-            f"candidate's learning_rate * factor must be a normal, finite float32), "
-            f"got {learning_rate!r}"
-        )
-    if every is None:
-        raise ValueError(
-            "every is required: the probe interval in update calls (e.g. steps per epoch)"
-        )
-    every = check_int("every", every, lo=1, hi=2**31 - 1)
-    check_real("min_lr", min_lr, lo=0.0, hi=ceiling, scalar=True)
-    check_real("max_lr", max_lr, lo=float(min_lr), lo_open=True, allow_inf=True, scalar=True)
-    if float(max_lr) < floor:
-        raise ValueError(
-            f"max_lr must be >= {floor}, the smallest learning rate auto_lr keeps for factors "
-            f"{factors!r}, got {max_lr!r}"
-        )
-    if not isinstance(has_aux, (bool, np.bool_)):
-        raise ValueError(f"has_aux must be True or False, got {has_aux!r}")
-    score_fn = resolve_score(score)
-    chunk_size = check_strategy(
-        strategy, chunk_size, choices=PROBE_STRATEGIES, candidates="candidates"
+    # fmt: off
+    (
+        learning_rate, factors, floor, ceiling, every, min_lr, max_lr, has_aux, score_fn,
+        chunk_size, lookahead, rule_name, rule_fn, schedule, guard, initial_search,
+        probe_during_decay, search_safety, guard_tolerance, grid, needs_loss0, backoff,
+    ) = _checked(
+        optimizer, learning_rate, loss_fn, factors, every, min_lr, max_lr, has_aux, score,
+        strategy, chunk_size, axis_name, lookahead, rule, schedule, probe_during_decay,
+        initial_search, search_safety, guard, guard_tolerance, inner_kwargs,
     )
-    if axis_name is not None and not isinstance(axis_name, Hashable):
-        raise ValueError(f"axis_name must be a mapped axis name or None, got {axis_name!r}")
-    lookahead = check_int("lookahead", lookahead, lo=1, hi=10_000)
-    rule_name, rule_fn = resolve_rule(rule)
-    if rule_name == "armijo" and lookahead > 1:
-        raise ValueError(
-            f"rule='armijo' (the default) compares one-step candidates with the slope <g, u>; "
-            f"it needs lookahead=1, got lookahead={lookahead!r} (pass rule='seed' for a "
-            "look-ahead probe)"
-        )
-    schedule = _check_schedule(schedule)
-    for flag_name, flag in (
-        ("probe_during_decay", probe_during_decay),
-        ("initial_search", initial_search),
-    ):
-        if not isinstance(flag, (bool, np.bool_)):
-            raise ValueError(f"{flag_name} must be True or False, got {flag!r}")
-    if guard is not None and not isinstance(guard, (bool, np.bool_)):
-        raise ValueError(
-            f"guard must be True, False or None (on unless rule='seed'), got {guard!r}"
-        )
-    check_real("search_safety", search_safety, lo=1.0, hi=1e4, scalar=True)
-    check_real("guard_tolerance", guard_tolerance, lo=0.0, scalar=True)
-    guard = rule_name != "seed" if guard is None else bool(guard)
-    initial_search = bool(initial_search)
-    probe_during_decay = bool(probe_during_decay)
-    search_safety, guard_tolerance = float(search_safety), float(guard_tolerance)
-    grid = search_grid() if initial_search else ()
-    if initial_search:
-        # The level must also leave every grid candidate's rate normal and finite.
-        g_floor, g_ceiling = level_bounds(grid)
-        floor, ceiling = max(floor, g_floor), min(ceiling, g_ceiling)
-        if not floor <= float(learning_rate) <= ceiling:
-            raise ValueError(
-                f"learning_rate must be in [{floor}, {ceiling}] with initial_search=True (every "
-                f"search candidate's learning_rate * 10**k, |k| <= 4, must be a normal, finite "
-                f"float32), got {learning_rate!r}"
-            )
-    # loss0 = loss_fn(params, batch), one forward more per probe, when a rule needs it.
-    needs_loss0 = guard or initial_search or rule_name != "seed"
-    backoff = min(1.0, min(factors))
-
-    has_aux = bool(has_aux)
-    learning_rate = float(learning_rate)
-    min_lr, max_lr = float(min_lr), float(max_lr)
+    # fmt: on
     n = len(factors)
 
     def factory(learning_rate):
@@ -781,23 +887,10 @@ def auto_lr(
                 losses, scores, search_losses, multiplier, decision = regular(None)
             new_lr, clamped = next_learning_rate(level, multiplier, min_lr, max_lr, floor, ceiling)
             if guard:
-                guarded_lr, guarded = guard_level(
-                    level,
-                    new_lr,
-                    loss0,
-                    control.last_loss0,
-                    control.before_rise,
-                    control.rose & ~first,
-                    guard_tolerance,
-                    backoff,
-                )
-                guarded = guarded & ~first
-                guarded_lr, guard_clamped = next_learning_rate(
-                    guarded_lr, jnp.float32(1.0), min_lr, max_lr, floor, ceiling
-                )
-                new_lr = jnp.where(guarded, guarded_lr, new_lr)
-                clamped = jnp.where(guarded, guard_clamped, clamped)
-                decision = jnp.where(guarded, jnp.int32(DECISIONS["guard"]), decision)
+                new_lr, clamped, decision = _guard(
+                    level, new_lr, clamped, decision, loss0, control, first, guard_tolerance,
+                    backoff, (min_lr, max_lr, floor, ceiling),
+                )  # fmt: skip
             telemetry = AutoLRTelemetry(
                 losses=losses,
                 scores=scores,
@@ -820,25 +913,11 @@ def auto_lr(
             return new_lr, telemetry, new_control
 
         def skip(_):
-            telemetry = AutoLRTelemetry(
-                losses=jnp.asarray(tel.losses, jnp.float32),
-                scores=jnp.asarray(tel.scores, jnp.float32),
-                multiplier=jnp.asarray(tel.multiplier, jnp.float32),
-                num_probes=jnp.asarray(tel.num_probes, jnp.int32),
-                clamped=jnp.asarray(tel.clamped, jnp.bool_),
-                decision=jnp.asarray(tel.decision, jnp.int32),
-                loss0=jnp.asarray(tel.loss0, jnp.float32),
-                level=jnp.asarray(tel.level, jnp.float32),
-                search_losses=jnp.asarray(tel.search_losses, jnp.float32),
+            # Both branches of the cond must return the same dtypes (a restored state may
+            # hold NumPy arrays or Python scalars).
+            return lr, _cast(tel, _TELEMETRY_DTYPES), _cast(control, _CONTROL_DTYPES)._replace(
+                level=lr
             )
-            new_control = AutoLRControl(
-                level=lr,
-                last_loss0=jnp.asarray(control.last_loss0, jnp.float32),
-                before_rise=jnp.asarray(control.before_rise, jnp.float32),
-                rose=jnp.asarray(control.rose, jnp.bool_),
-                peaked=jnp.asarray(control.peaked, jnp.bool_),
-            )
-            return lr, telemetry, new_control
 
         is_probe = count % every == 0
         if shape_t is not None and not probe_during_decay:
