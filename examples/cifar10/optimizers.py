@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import optax
 
 import autolr_jax as al
+from autolr_jax._state_utils import _INJECT_TYPES, map_states, with_learning_rate
 
 
 class ConfigError(ValueError):
@@ -297,20 +298,11 @@ def _auto(config, steps_per_epoch, probe_loss_fn) -> Method:
     return Method(optax.chain(*pre, last), probe=probe, depends_on_epochs=shape is not None)
 
 
-# optax.inject_hyperparams' states (the stateful one is what it builds today).
-_INJECTED = (optax.InjectHyperparamsState, optax.InjectStatefulHyperparamsState)
-
-
 def with_injected_lr(tree: Any, lr: jax.Array) -> Any:
     """``tree`` (a pure optimizer state) with every injected ``learning_rate`` set to ``lr``."""
-
-    def put(node):
-        if isinstance(node, _INJECTED):
-            lr_ = jnp.asarray(lr, node.hyperparams["learning_rate"].dtype)
-            return node._replace(hyperparams={**node.hyperparams, "learning_rate": lr_})
-        return node
-
-    return jax.tree.map(put, tree, is_leaf=lambda n: isinstance(n, _INJECTED))
+    return map_states(
+        tree, lambda n: isinstance(n, _INJECT_TYPES), lambda s: with_learning_rate(s, lr)
+    )
 
 
 def null_model_multiplier(losses: jax.Array, factors: tuple[float, ...]) -> jax.Array:
