@@ -54,6 +54,7 @@ class Method:
     probe_during_decay: bool = True
     search_safety: float = 4.0
     guard: bool | None = None
+    guard_memory: int = 0
 
     def settings(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -74,6 +75,14 @@ def plan(quick: bool = False) -> list[Method]:
     methods.append(
         Method("auto-armijo+search+wsd-noguard", "auto", "armijo", True, True, guard=False)
     )
+    # The guard's memory of the level it undid (5 probes), where the plain guard
+    # re-tries a failed rise: parabola without a budget, and the default.
+    for name, rule, search, budget in (
+        ("auto-parabola", "parabola", False, False),
+        ("auto-parabola+search", "parabola", True, False),
+        ("auto-armijo+search+wsd", "armijo", True, True),
+    ):
+        methods.append(Method(f"{name}-memory5", "auto", rule, search, budget, guard_memory=5))
     # The search's step back from the best one-step factor.
     for safety in (1.0, 16.0):
         methods.append(
@@ -135,6 +144,7 @@ def _build(method: Method, steps: int, every: int):
         probe_during_decay=method.probe_during_decay,
         search_safety=method.search_safety,
         guard=method.guard,
+        guard_memory=method.guard_memory,
     )
 
     def with_lr(state, lr):

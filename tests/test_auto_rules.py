@@ -91,12 +91,15 @@ def np_search(losses, grid, loss0, safety):
     return max(best / safety, min(grid)), "search"
 
 
-def oracle(rule, lr0, factors, momentum=0.0, search=False, safety=4.0, shape=None, tol=0.05):
+def oracle(
+    rule, lr0, factors, momentum=0.0, search=False, safety=4.0, shape=None, tol=0.05, memory=0
+):
     """The learning rate after every update and the decision of every probe."""
     w = np.zeros(5)
     m = np.zeros(5)
     level = lr0
     before, rose, last0, probes = lr0, False, 0.0, 0
+    failed, left = math.inf, 0  # the guard's memory
     lrs, decisions = [], []
     grid = search_grid()
     for t in range(STEPS):
@@ -111,8 +114,19 @@ def oracle(rule, lr0, factors, momentum=0.0, search=False, safety=4.0, shape=Non
             else:
                 mult, d = rule([np_loss(w + f * u) for f in factors], factors, loss0, slope)
             new = level * mult
-            if not first and rose and loss0 > last0 + tol * abs(last0):
+            undone = not first and rose and loss0 > last0 + tol * abs(last0)
+            if undone:
                 new, d = min(before, new), "guard"
+            if memory:
+                remembered = failed if left > 0 else math.inf
+                cap = max(math.sqrt(level * remembered), level)
+                if not undone and new > level and new > cap:
+                    new, d = cap, "capped"
+                if undone:
+                    failed, left = min(level, remembered), memory
+                else:
+                    left = max(left - 1, 0)
+                    failed = remembered if left > 0 else math.inf
             rose = new > level
             before = level if rose else before
             level, last0, probes = new, loss0, probes + 1
@@ -175,6 +189,35 @@ def test_rule_trajectory_matches_numpy_oracle(case):
     assert decisions == want_d
     np.testing.assert_allclose(lrs, want, rtol=2e-4)
     assert len(set(decisions)) > 1 or name == "armijo"  # the rule does move
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_guard_memory_trajectory_matches_numpy_oracle(momentum):
+    # A rule that always doubles drives the level into the guard again and again;
+    # with guard_memory the rises after an undo are capped halfway (in log) to the
+    # level that failed.
+    def np_up(losses, factors, loss0, slope):
+        return 2.0, "custom"
+
+    lr0 = 0.3 if momentum == 0.0 else 0.05
+    tx = al.auto_lr(
+        optax.sgd,
+        lr0,
+        loss_fn=jloss,
+        every=EVERY,
+        rule=lambda losses, factors, loss0, slope: jnp.float32(2.0),
+        initial_search=False,
+        guard_memory=3,
+        **({"momentum": momentum} if momentum else {}),
+    )
+    lrs, decisions, state = run_jax(tx)
+    want, want_d = oracle(np_up, lr0, (2.0, 1.0, 0.5), momentum, memory=3)
+    assert decisions == want_d
+    np.testing.assert_allclose(lrs, want, rtol=2e-4)
+    assert {"guard", "capped"} <= set(decisions)  # the memory does act
+    # Without memory the same rule re-tries the failed level: no "capped" decision.
+    _, plain_d = oracle(np_up, lr0, (2.0, 1.0, 0.5), momentum)
+    assert "capped" not in plain_d and plain_d != want_d
 
 
 def test_search_reaches_four_decades_either_way():
@@ -244,43 +287,58 @@ def test_probe_during_decay_false_stops_probing_in_the_cooldown():
     assert int(state.telemetry.num_probes) == 6  # t = 0, 2, ..., 10
 
 
+EDGE_H = 10.0  # 0.5 h w**2 with plain SGD diverges once lr > 2 / h
+
+
+def edge_quad(w, batch):
+    return 0.5 * EDGE_H * jnp.sum(w**2) + 0.0 * batch
+
+
+def doubling_on_quadratic(steps, guard=True, memory=0):
+    """A rule that always doubles, every 2 updates: the losses, the guard's undos, the state."""
+    tx = al.auto_lr(
+        optax.sgd,
+        0.01,
+        loss_fn=edge_quad,
+        every=2,
+        rule=lambda losses, factors, loss0, slope: jnp.float32(2.0),
+        guard=guard,
+        guard_memory=memory,
+        initial_search=False,
+    )
+    w = jnp.ones(2)
+    state = tx.init(w)
+    step = jax.jit(lambda w, s: tx.update(jax.grad(edge_quad)(w, 0.0), s, w, batch=0.0))
+    losses, guards = [], 0
+    for t in range(steps):
+        u, state = step(w, state)
+        w = w + u
+        losses.append(float(edge_quad(w, 0.0)))
+        guards += t % 2 == 0 and int(state.telemetry.decision) == DECISIONS["guard"]
+    return losses, guards, state
+
+
 def test_guard_undoes_a_rise_that_diverges():
-    # A rule that always doubles: on 0.5 * h * w**2 plain SGD diverges once lr > 2 / h.
-    h = 10.0
-
-    def quad(w, batch):
-        return 0.5 * h * jnp.sum(w**2) + 0.0 * batch
-
-    def always_up(losses, factors, loss0, slope):
-        return jnp.float32(2.0)
-
-    def run(guard):
-        tx = al.auto_lr(
-            optax.sgd,
-            0.01,
-            loss_fn=quad,
-            every=2,
-            rule=always_up,
-            guard=guard,
-            initial_search=False,
-        )
-        w = jnp.ones(2)
-        state = tx.init(w)
-        step = jax.jit(lambda w, s: tx.update(jax.grad(quad)(w, 0.0), s, w, batch=0.0))
-        worst, guards = 0.0, 0
-        for t in range(60):
-            u, state = step(w, state)
-            w = w + u
-            worst = max(worst, float(quad(w, 0.0)))
-            guards += t % 2 == 0 and int(state.telemetry.decision) == DECISIONS["guard"]
-        return worst, guards, float(al.current_lr(state))
-
     # The guard undoes each rise that made the loss worse: a rule that keeps raising
-    # then oscillates about the edge of stability (bounded), instead of diverging.
-    worst, guards, lr = run(True)
-    assert guards > 0 and worst < 1e4 and lr <= 4.0 / h
-    worst_off, guards_off, _ = run(False)
-    assert guards_off == 0 and not worst_off < 1e30  # unguarded: diverges
+    # then oscillates across the edge of stability with a bounded rate, and the loss
+    # grows far slower than unguarded (it still grows: guard_memory, below, stops that).
+    losses, guards, state = doubling_on_quadratic(60)
+    assert guards > 0 and max(losses) < 1e4 and float(al.current_lr(state)) <= 4.0 / EDGE_H
+    losses_off, guards_off, _ = doubling_on_quadratic(60, guard=False)
+    assert guards_off == 0 and not max(losses_off) < 1e30  # unguarded: diverges
+
+
+def test_guard_memory_stops_the_guarded_oscillation_from_diverging():
+    # The plain guard alternates 0.16 (the loss contracts x0.36 per step) and 0.32
+    # (grows x4.8): net growth, the loss climbs without bound. With memory the rises
+    # bisect towards the edge 2 / h and the loss stays near its minimum.
+    plain, _, _ = doubling_on_quadratic(80)
+    remembered, _, state = doubling_on_quadratic(80, memory=1000)
+    assert plain[-1] > 1e4  # the plain guard: bounded rate, unbounded loss
+    assert max(remembered[20:]) < 1e-3
+    lr = float(al.current_lr(state))
+    assert 0.9 * 2.0 / EDGE_H < lr < 1.1 * 2.0 / EDGE_H  # at the edge of stability
+    assert np.isfinite(float(state.control.failed)) and int(state.control.memory) > 0
 
 
 def test_pure_rules_edge_cases():

@@ -151,6 +151,18 @@ CASES = [
         extra=lambda step, loss: {"batch": BATCH},
     ),
     Case(
+        "auto_lr_guard_memory",
+        lambda: al.auto_lr(
+            optax.sgd,
+            learning_rate=0.05,
+            loss_fn=loss_fn,
+            every=2,
+            guard_memory=4,
+            momentum=0.9,
+        ),
+        extra=lambda step, loss: {"batch": BATCH},
+    ),
+    Case(
         "auto_lr_custom_rule_guard",
         lambda: al.auto_lr(
             optax.sgd,
@@ -304,6 +316,7 @@ RULE_ROWS = {
         initial_search=True, guard=True, schedule=al.warmup_stable_decay(1.0, 6)
     ),
     "armijo_search": dict(rule="armijo", initial_search=True),
+    "armijo_memory": dict(rule="armijo", guard_memory=3),
 }
 
 
@@ -375,6 +388,10 @@ def test_rules_keep_min_lr_and_max_lr(name):
         (dict(guard="on"), "guard must be True, False or None"),
         (dict(search_safety=0.5), "search_safety must be in"),
         (dict(guard_tolerance=-1.0), "guard_tolerance must be >= 0"),
+        (dict(guard_memory=-1), "guard_memory must be"),
+        (dict(guard_memory=2.5), "guard_memory must be"),
+        (dict(guard_memory=3, guard=False), "guard_memory=3 .* needs the guard on"),
+        (dict(guard_memory=3, rule="seed"), "guard_memory=3 .* needs the guard on"),
         (dict(initial_search=True, learning_rate=1e36), "learning_rate must be in.*initial_search"),
     ],
 )

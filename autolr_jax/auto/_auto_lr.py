@@ -38,6 +38,7 @@ from autolr_jax.auto._probe import (
 from autolr_jax.auto._rules import (
     DECISIONS,
     call_rule,
+    cap_rise,
     guard_level,
     resolve_rule,
     search_factor,
@@ -115,6 +116,10 @@ class AutoLRControl(NamedTuple):
       peaked: bool, whether ``schedule`` has reached 1 (its peak) at some update:
         with ``probe_during_decay=False`` probing stops once the shape falls
         below 1 after that.
+      failed: float32, the lowest level the guard undid within the last
+        ``guard_memory`` probes (``inf`` when none is remembered, and always
+        with ``guard_memory=0``).
+      memory: int32, how many more probes ``failed`` is remembered for.
     """
 
     level: jax.Array
@@ -122,6 +127,8 @@ class AutoLRControl(NamedTuple):
     before_rise: jax.Array
     rose: jax.Array
     peaked: jax.Array
+    failed: jax.Array
+    memory: jax.Array
 
 
 class AutoLRState(NamedTuple):
@@ -154,7 +161,7 @@ class AutoLRState(NamedTuple):
 
 _F32, _I32, _BOOL = jnp.float32, jnp.int32, jnp.bool_
 _TELEMETRY_DTYPES = AutoLRTelemetry(_F32, _F32, _F32, _I32, _BOOL, _I32, _F32, _F32, _F32)
-_CONTROL_DTYPES = AutoLRControl(_F32, _F32, _F32, _BOOL, _BOOL)
+_CONTROL_DTYPES = AutoLRControl(_F32, _F32, _F32, _BOOL, _BOOL, _F32, _I32)
 
 
 def _cast(state: NamedTuple, dtypes: NamedTuple) -> NamedTuple:
@@ -184,6 +191,26 @@ def _guard(level, new_lr, clamped, decision, loss0, control, first, tolerance, b
         jnp.where(guarded, guard_clamped, clamped),
         jnp.where(guarded, jnp.int32(DECISIONS["guard"]), decision),
     )
+
+
+def _remember(level, new_lr, decision, control, memory_len):
+    """The guard's memory after the guard: ``(level, decision, failed, memory)``.
+
+    A rise is limited to halfway (in log) to the remembered failed level
+    (:func:`autolr_jax.auto._rules.cap_rise`); an undo by the guard remembers the
+    level it undid, for ``memory_len`` probes."""
+    remembered = jnp.asarray(control.memory, jnp.int32) > 0
+    failed = jnp.where(remembered, jnp.asarray(control.failed, jnp.float32), jnp.inf)
+    undone = decision == DECISIONS["guard"]
+    new_lr, capped = cap_rise(level, new_lr, failed)
+    capped = capped & ~undone
+    decision = jnp.where(capped, jnp.int32(DECISIONS["capped"]), decision)
+    failed = jnp.where(undone, jnp.minimum(level, failed), failed)
+    memory = jnp.where(
+        undone, jnp.int32(memory_len), jnp.maximum(jnp.asarray(control.memory, jnp.int32) - 1, 0)
+    )
+    failed = jnp.where(memory > 0, failed, jnp.inf).astype(jnp.float32)
+    return new_lr, decision, failed, memory
 
 
 def _factory_name(optimizer: Any) -> str:
@@ -291,6 +318,7 @@ class _Settings(NamedTuple):
     probe_during_decay: Any
     search_safety: Any
     guard_tolerance: Any
+    guard_memory: Any
     grid: Any
     needs_loss0: Any
     backoff: Any
@@ -300,7 +328,7 @@ class _Settings(NamedTuple):
 def _checked(
     optimizer, learning_rate, loss_fn, factors, every, min_lr, max_lr, has_aux, score,
     strategy, chunk_size, axis_name, lookahead, rule, schedule, probe_during_decay,
-    initial_search, search_safety, guard, guard_tolerance, inner_kwargs,
+    initial_search, search_safety, guard, guard_tolerance, guard_memory, inner_kwargs,
 ) -> _Settings:
     """Every check of :func:`auto_lr`, up front and before any tracing: a ValueError naming
     the argument, its value and the allowed range."""
@@ -370,6 +398,12 @@ def _checked(
     check_real("search_safety", search_safety, lo=1.0, hi=1e4, scalar=True)
     check_real("guard_tolerance", guard_tolerance, lo=0.0, scalar=True)
     guard = rule_name != "seed" if guard is None else bool(guard)
+    guard_memory = check_int("guard_memory", guard_memory, lo=0, hi=2**31 - 1)
+    if guard_memory and not guard:
+        raise ValueError(
+            f"guard_memory={guard_memory!r} remembers the levels the guard undid; it needs the "
+            "guard on (guard=True, or guard=None with a rule other than 'seed')"
+        )
     initial_search = bool(initial_search)
     probe_during_decay = bool(probe_during_decay)
     search_safety, guard_tolerance = float(search_safety), float(guard_tolerance)
@@ -411,6 +445,7 @@ def _checked(
         probe_during_decay=probe_during_decay,
         search_safety=search_safety,
         guard_tolerance=guard_tolerance,
+        guard_memory=guard_memory,
         grid=grid,
         needs_loss0=needs_loss0,
         backoff=backoff,
@@ -440,6 +475,7 @@ def auto_lr(
     search_safety: float = 4.0,
     guard: bool | None = None,
     guard_tolerance: float = 0.05,
+    guard_memory: int = 0,
     **inner_kwargs: Any,
 ) -> optax.GradientTransformationExtraArgs:
     """Wraps an Optax optimizer so that its learning rate is set by probing factors of it.
@@ -648,6 +684,12 @@ def auto_lr(
         rule but ``"seed"`` (which stays bit-identical). For Algorithm 1 exactly
         as earlier releases computed it: ``rule="seed", initial_search=False``.
       guard_tolerance: the relative loss increase the guard tolerates, >= 0.
+      guard_memory: how many probes the guard remembers a level it undid, an
+        int >= 0 (needs the guard). While it does, a rise may go at most halfway
+        in log from the level to the lowest remembered failed level
+        (decision ``"capped"``), so the probes bisect towards the edge instead of
+        re-trying the rise that failed every other probe. ``0`` (default): no
+        memory.
       **inner_kwargs: passed to ``optimizer``, e.g. ``momentum=0.9``,
         ``nesterov=True``, ``weight_decay=1e-4``.
 
@@ -724,11 +766,12 @@ def auto_lr(
     (
         learning_rate, factors, floor, ceiling, every, min_lr, max_lr, has_aux, score_fn,
         chunk_size, lookahead, rule_name, rule_fn, schedule, guard, initial_search,
-        probe_during_decay, search_safety, guard_tolerance, grid, needs_loss0, backoff,
+        probe_during_decay, search_safety, guard_tolerance, guard_memory, grid, needs_loss0,
+        backoff,
     ) = _checked(
         optimizer, learning_rate, loss_fn, factors, every, min_lr, max_lr, has_aux, score,
         strategy, chunk_size, axis_name, lookahead, rule, schedule, probe_during_decay,
-        initial_search, search_safety, guard, guard_tolerance, inner_kwargs,
+        initial_search, search_safety, guard, guard_tolerance, guard_memory, inner_kwargs,
     )
     # fmt: on
     n = len(factors)
@@ -759,6 +802,8 @@ def auto_lr(
             before_rise=jnp.asarray(learning_rate, jnp.float32),
             rose=jnp.zeros((), jnp.bool_),
             peaked=jnp.zeros((), jnp.bool_),
+            failed=jnp.full((), jnp.inf, jnp.float32),
+            memory=jnp.zeros((), jnp.int32),
         )
         inject_state = inner.init(params)
         if schedule is not None:
@@ -891,6 +936,12 @@ def auto_lr(
                     level, new_lr, clamped, decision, loss0, control, first, guard_tolerance,
                     backoff, (min_lr, max_lr, floor, ceiling),
                 )  # fmt: skip
+            failed = jnp.asarray(control.failed, jnp.float32)
+            memory = jnp.asarray(control.memory, jnp.int32)
+            if guard_memory:
+                new_lr, decision, failed, memory = _remember(
+                    level, new_lr, decision, control, guard_memory
+                )
             telemetry = AutoLRTelemetry(
                 losses=losses,
                 scores=scores,
@@ -909,6 +960,8 @@ def auto_lr(
                 before_rise=jnp.where(rose, level, jnp.asarray(control.before_rise, jnp.float32)),
                 rose=rose,
                 peaked=jnp.asarray(control.peaked, jnp.bool_),
+                failed=failed,
+                memory=memory,
             )
             return new_lr, telemetry, new_control
 

@@ -22,7 +22,8 @@ Built in:
   its minimum only when the predicted gain beats the noise of the fit.
 
 And the helpers of the first-probe search (:func:`search_grid`,
-:func:`search_factor`) and of the do-no-harm guard (:func:`guard_level`).
+:func:`search_factor`) and of the do-no-harm guard (:func:`guard_level`, and
+:func:`cap_rise` for its memory).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ __all__ = [
     "DECISIONS",
     "RuleFn",
     "armijo_rule",
+    "cap_rise",
     "guard_level",
     "parabola_rule",
     "resolve_rule",
@@ -62,6 +64,7 @@ DECISIONS = {
     "search": 8,  # the first probe's wide search chose the level
     "search_none": 9,  # the search found no factor that lowers the loss: level kept
     "custom": 10,  # a user rule that returned no decision code
+    "capped": 11,  # guard_memory: a rise limited to below a level the guard undid
 }
 DECISION_NAMES = {v: k for k, v in DECISIONS.items()}
 
@@ -345,3 +348,36 @@ def guard_level(level, proposed, loss0, last_loss0, before_rise, rose, tolerance
     cut = jnp.where(blown, jnp.minimum(proposed, level * backoff), proposed)
     new = jnp.where(worse, undone, cut)
     return new.astype(jnp.float32), worse | blown
+
+
+def cap_rise(level, proposed, failed):
+    """The guard's memory: a rise may go at most halfway (in log) to a level that failed.
+
+    While the guard remembers ``failed``, a level it undid because the loss got
+    worse there, a proposed rise above the geometric mean ``sqrt(level * failed)``
+    is cut to that mean (never below ``level``). Repeated over probes this
+    bisects, in log, between the last level that trained well and the lowest one
+    that did not, instead of re-trying the failed rise at every other probe.
+    ``failed = inf`` (nothing remembered) changes nothing; neither does a
+    proposal that does not rise.
+
+    Returns:
+      ``(new_level, capped)``, float32 and bool scalars.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from autolr_jax.auto._rules import cap_rise
+      >>> lvl, capped = cap_rise(jnp.float32(0.1), jnp.float32(0.4), jnp.float32(0.2))
+      >>> round(float(lvl), 4), bool(capped)
+      (0.1414, True)
+      >>> lvl, capped = cap_rise(jnp.float32(0.1), jnp.float32(0.2), jnp.float32(jnp.inf))
+      >>> round(float(lvl), 6), bool(capped)
+      (0.2, False)
+    """
+    level = jnp.asarray(level, jnp.float32)
+    proposed = jnp.asarray(proposed, jnp.float32)
+    failed = jnp.asarray(failed, jnp.float32)
+    # sqrt(a) * sqrt(b): no overflow for levels near float32's largest.
+    cap = jnp.maximum(jnp.sqrt(level) * jnp.sqrt(failed), level)
+    capped = jnp.isfinite(failed) & (proposed > level) & (proposed > cap)
+    return jnp.where(capped, cap, proposed).astype(jnp.float32), capped

@@ -132,6 +132,8 @@ def get_config() -> config_dict.ConfigDict:
             # 'wsd': the level times warmup_stable_decay(1.0, total updates) as the budget
             # shape, with config.wsd's decay_fraction and decay_shape; 'none': no shape.
             "budget": "wsd",
+            # Probes for which the guard remembers a level it undid (0: no memory).
+            "guard_memory": 0,
         }
     )
     # The null model (the seed's published rule): once per epoch, the losses of the unchanged
