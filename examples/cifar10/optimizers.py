@@ -290,6 +290,7 @@ def _auto(config, steps_per_epoch, probe_loss_fn) -> Method:
         rule=a.rule,
         initial_search=a.initial_search,
         schedule=shape,
+        guard_tolerance=a.guard_tolerance,
         guard_memory=a.guard_memory,
         **auto_score(a.score),
         **momentum,

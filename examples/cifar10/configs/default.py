@@ -132,7 +132,9 @@ def get_config() -> config_dict.ConfigDict:
             # 'wsd': the level times warmup_stable_decay(1.0, total updates) as the budget
             # shape, with config.wsd's decay_fraction and decay_shape; 'none': no shape.
             "budget": "wsd",
-            # Probes for which the guard remembers a level it undid (0: no memory).
+            # The relative rise of the probe-batch loss the guard tolerates, and the probes
+            # for which it remembers a level it undid (0: no memory).
+            "guard_tolerance": 0.05,
             "guard_memory": 0,
         }
     )
