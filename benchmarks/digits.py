@@ -55,6 +55,7 @@ class Method:
     search_safety: float = 4.0
     guard: bool | None = None
     guard_memory: int = 0
+    guard_tolerance: float = 0.05
 
     def settings(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -83,6 +84,10 @@ def plan(quick: bool = False) -> list[Method]:
         ("auto-armijo+search+wsd", "armijo", True, True),
     ):
         methods.append(Method(f"{name}-memory5", "auto", rule, search, budget, guard_memory=5))
+    # A guard tolerance above the noise of a probe batch's loss (CIFAR, batch 32).
+    methods.append(
+        Method("auto-armijo+search+wsd-tol0.5", "auto", "armijo", True, True, guard_tolerance=0.5)
+    )
     # The search's step back from the best one-step factor.
     for safety in (1.0, 16.0):
         methods.append(
@@ -145,6 +150,7 @@ def _build(method: Method, steps: int, every: int):
         search_safety=method.search_safety,
         guard=method.guard,
         guard_memory=method.guard_memory,
+        guard_tolerance=method.guard_tolerance,
     )
 
     def with_lr(state, lr):
