@@ -92,22 +92,31 @@ def np_search(losses, grid, loss0, safety):
 
 
 def oracle(
-    rule, lr0, factors, momentum=0.0, search=False, safety=4.0, shape=None, tol=0.05, memory=0
-):
-    """The learning rate after every update and the decision of every probe."""
+    rule, lr0, factors, momentum=0.0, search=False, safety=4.0, shape=None, tol=0.05, memory=0,
+    signal="probe",
+):  # fmt: skip
+    """The learning rate after every update and the decision of every probe.
+
+    ``signal="value"``: the guard compares the mean training loss (the loss at each
+    update's parameters) of the updates since the last probe, this one's included,
+    with the same mean of the interval before."""
     w = np.zeros(5)
     m = np.zeros(5)
     level = lr0
     before, rose, last0, probes = lr0, False, 0.0, 0
+    value_sum, value_count = 0.0, 0
     failed, left = math.inf, 0  # the guard's memory
     lrs, decisions = [], []
     grid = search_grid()
     for t in range(STEPS):
         g = np_grad(w)
         m_new = g + momentum * m
+        value_sum, value_count = value_sum + np_loss(w), value_count + 1
         if t % EVERY == 0:
             u = -level * m_new
             loss0, slope = np_loss(w), float(g @ u)
+            if signal == "value":
+                loss0, value_sum, value_count = value_sum / value_count, 0.0, 0
             first = probes == 0
             if search and first:
                 mult, d = np_search([np_loss(w + f * u) for f in grid], grid, loss0, safety)
@@ -138,11 +147,12 @@ def oracle(
     return np.array(lrs), decisions
 
 
-def run_jax(tx):
+def run_jax(tx, value=False):
     @jax.jit
     def step(w, state):
-        g = jax.grad(jloss)(w, (X32, Y32))
-        u, state = tx.update(g, state, w, batch=(X32, Y32))
+        loss, g = jax.value_and_grad(jloss)(w, (X32, Y32))
+        extra = {"value": loss} if value else {}
+        u, state = tx.update(g, state, w, batch=(X32, Y32), **extra)
         return optax.apply_updates(w, u), state
 
     w = jnp.zeros(5, jnp.float32)
@@ -218,6 +228,85 @@ def test_guard_memory_trajectory_matches_numpy_oracle(momentum):
     # Without memory the same rule re-tries the failed level: no "capped" decision.
     _, plain_d = oracle(np_up, lr0, (2.0, 1.0, 0.5), momentum)
     assert "capped" not in plain_d and plain_d != want_d
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_guard_on_value_trajectory_matches_numpy_oracle(momentum):
+    # guard_on="value": the guard compares the mean of update's value= (here the exact
+    # training loss) over the interval since the last probe with the interval before.
+    def np_up(losses, factors, loss0, slope):
+        return 2.0, "custom"
+
+    lr0 = 0.05 if momentum == 0.0 else 0.3
+    tx = al.auto_lr(
+        optax.sgd,
+        lr0,
+        loss_fn=jloss,
+        every=EVERY,
+        rule=lambda losses, factors, loss0, slope: jnp.float32(2.0),
+        initial_search=False,
+        guard_on="value",
+        **({"momentum": momentum} if momentum else {}),
+    )
+    lrs, decisions, state = run_jax(tx, value=True)
+    want, want_d = oracle(np_up, lr0, (2.0, 1.0, 0.5), momentum, signal="value")
+    assert decisions == want_d
+    np.testing.assert_allclose(lrs, want, rtol=2e-4)
+    assert "guard" in decisions  # the guard does act
+    # On the probe's loss the same run undoes at other probes.
+    _, probe_d = oracle(np_up, lr0, (2.0, 1.0, 0.5), momentum)
+    assert probe_d != want_d
+    assert int(state.control.value_count) == (STEPS - 1) % EVERY
+
+
+def test_guard_on_value_keeps_good_rises_that_batch_noise_undoes():
+    # Each batch shifts the loss by its own constant (as batches of different difficulty
+    # do) without changing the gradient. Armijo, on the same batch, accepts x2 at every
+    # probe, and every rise trains faster. The probe guard compares two batches' losses
+    # and undoes rises on their difference; the mean over 100 updates does not.
+    every, probes = 100, 9
+    offsets = np.random.default_rng(0).uniform(-0.2, 0.2, size=every * probes)
+    target = jnp.array([2.0, -2.0])
+
+    def loss(w, c):
+        return 0.5 * jnp.sum((w - target) ** 2) + 1.0 + c
+
+    def run(guard_on):
+        tx = al.auto_lr(
+            optax.sgd, 1e-3, loss_fn=loss, every=every, initial_search=False, guard_on=guard_on
+        )
+
+        @jax.jit
+        def step(w, state, c):
+            value, g = jax.value_and_grad(loss)(w, c)
+            u, state = tx.update(g, state, w, batch=c, value=value)
+            return optax.apply_updates(w, u), state
+
+        w, state = jnp.zeros(2), tx.init(jnp.zeros(2))
+        decisions = []
+        for t, c in enumerate(offsets):
+            w, state = step(w, state, jnp.float32(c))
+            if t % every == 0:
+                decisions.append(DECISION_NAMES[int(state.telemetry.decision)])
+        return decisions, float(state.control.level)
+
+    value_d, value_level = run("value")
+    probe_d, probe_level = run("probe")
+    assert value_d == ["accept"] * probes  # every rise kept: 1e-3 * 2**9
+    np.testing.assert_allclose(value_level, 1e-3 * 2.0**probes, rtol=1e-6)
+    assert "guard" in probe_d and probe_level < value_level / 2
+
+
+def test_guard_on_value_needs_a_scalar_value():
+    tx = al.auto_lr(optax.sgd, 0.05, loss_fn=jloss, every=EVERY, guard_on="value")
+    w = jnp.zeros(5, jnp.float32)
+    g, state = jax.grad(jloss)(w, (X32, Y32)), tx.init(w)
+    with pytest.raises(TypeError, match="needs the training loss passed as a keyword"):
+        tx.update(g, state, w, batch=(X32, Y32))
+    with pytest.raises(TypeError, match="value= must be the scalar floating-point"):
+        tx.update(g, state, w, batch=(X32, Y32), value=jnp.ones(3))
+    with pytest.raises(TypeError, match="value= must be the scalar floating-point"):
+        tx.update(g, state, w, batch=(X32, Y32), value=jnp.int32(1))
 
 
 def test_search_reaches_four_decades_either_way():

@@ -399,6 +399,19 @@ def test_auto_default_is_armijo_search_on_the_training_batch_with_the_wsd_budget
     assert all(math.isfinite(r["train_loss"]) for r in history)
 
 
+def test_auto_guard_on_value_gets_the_training_loss(tiny_folder, tmp_path):
+    # auto_lr(guard_on="value") raises a TypeError at trace time without update's value=:
+    # the loop passes the batch's training loss.
+    config = tiny_config(
+        tiny_folder, schedule="auto", epochs=2, plots=False, checkpoint=False,
+        auto__guard_on="value", auto__rule="armijo", auto__every=2,
+    )  # fmt: skip
+    history = train.train_and_evaluate(config, tmp_path)
+    probes = [p for r in history for p in r["probes"]]
+    assert [p["step"] for p in probes] == list(range(0, 2 * SPE, 2))
+    assert all(math.isfinite(r["train_loss"]) for r in history)
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [
@@ -430,6 +443,7 @@ def test_bad_settings(tiny_folder, tmp_path, overrides, message):
         ({"data__train_subset": 0}, "data.train_subset"),
         ({"data__test_subset": 0}, "data.test_subset"),
         ({"auto__every": 0}, "every"),
+        ({"auto__guard_on": "loss"}, "guard_on"),
         ({"lr_update": "often", "schedule": "cosine"}, "lr_update"),
     ],
 )

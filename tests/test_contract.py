@@ -163,6 +163,22 @@ CASES = [
         extra=lambda step, loss: {"batch": BATCH},
     ),
     Case(
+        "auto_lr_guard_on_value",
+        lambda: al.auto_lr(
+            optax.sgd,
+            learning_rate=0.05,
+            loss_fn=loss_fn,
+            every=2,
+            guard_on="value",
+            momentum=0.9,
+        ),
+        # A training loss that falls, then jumps: the guard compares interval means.
+        extra=lambda step, loss: {
+            "batch": BATCH,
+            "value": jnp.float32(1.0 / (1 + step) if step < 5 else 4.0),
+        },
+    ),
+    Case(
         "auto_lr_custom_rule_guard",
         lambda: al.auto_lr(
             optax.sgd,
@@ -317,6 +333,7 @@ RULE_ROWS = {
     ),
     "armijo_search": dict(rule="armijo", initial_search=True),
     "armijo_memory": dict(rule="armijo", guard_memory=3),
+    "armijo_guard_on_value": dict(rule="armijo", guard_on="value"),
 }
 
 
@@ -325,11 +342,14 @@ def _run_rule(loss, kwargs, lr=0.05, steps=6, **extra_kwargs):
     params = init_params()
     state = tx.init(params)
 
+    value = kwargs.get("guard_on") == "value"
+
     @jax.jit
     def step(params, state):
-        grads = jax.grad(loss)(params, BATCH)
+        loss_value, grads = jax.value_and_grad(loss)(params, BATCH)
         grads = jax.tree.map(lambda g: jnp.where(jnp.isfinite(g), g, 0.0), grads)
-        updates, state = tx.update(grads, state, params, batch=BATCH)
+        extra = {"value": loss_value} if value else {}
+        updates, state = tx.update(grads, state, params, batch=BATCH, **extra)
         return optax.apply_updates(params, updates), state
 
     lrs = []
@@ -392,6 +412,10 @@ def test_rules_keep_min_lr_and_max_lr(name):
         (dict(guard_memory=2.5), "guard_memory must be"),
         (dict(guard_memory=3, guard=False), "guard_memory=3 .* needs the guard on"),
         (dict(guard_memory=3, rule="seed"), "guard_memory=3 .* needs the guard on"),
+        (dict(guard_on="loss"), "guard_on must be one of"),
+        (dict(guard_on=None), "guard_on must be one of"),
+        (dict(guard_on="value", guard=False), "guard_on='value' .* needs the guard on"),
+        (dict(guard_on="value", rule="seed"), "guard_on='value' .* needs the guard on"),
         (dict(initial_search=True, learning_rate=1e36), "learning_rate must be in.*initial_search"),
     ],
 )

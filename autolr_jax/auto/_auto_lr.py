@@ -120,6 +120,12 @@ class AutoLRControl(NamedTuple):
         ``guard_memory`` probes (``inf`` when none is remembered, and always
         with ``guard_memory=0``).
       memory: int32, how many more probes ``failed`` is remembered for.
+      value_sum: float32, with ``guard_on="value"``: the sum of the ``value=``
+        passed to the updates since the last probe (0 otherwise).
+      value_count: int32, how many updates that sum holds.
+      last_value: float32, with ``guard_on="value"``: the mean ``value`` of the
+        interval that ended at the last probe, what the guard compares the next
+        interval's mean with (0 otherwise and before the first probe).
     """
 
     level: jax.Array
@@ -129,6 +135,9 @@ class AutoLRControl(NamedTuple):
     peaked: jax.Array
     failed: jax.Array
     memory: jax.Array
+    value_sum: jax.Array
+    value_count: jax.Array
+    last_value: jax.Array
 
 
 class AutoLRState(NamedTuple):
@@ -161,7 +170,8 @@ class AutoLRState(NamedTuple):
 
 _F32, _I32, _BOOL = jnp.float32, jnp.int32, jnp.bool_
 _TELEMETRY_DTYPES = AutoLRTelemetry(_F32, _F32, _F32, _I32, _BOOL, _I32, _F32, _F32, _F32)
-_CONTROL_DTYPES = AutoLRControl(_F32, _F32, _F32, _BOOL, _BOOL, _F32, _I32)
+_CONTROL_DTYPES = AutoLRControl(_F32, _F32, _F32, _BOOL, _BOOL, _F32, _I32, _F32, _I32, _F32)
+GUARD_SIGNALS = ("probe", "value")
 
 
 def _cast(state: NamedTuple, dtypes: NamedTuple) -> NamedTuple:
@@ -169,16 +179,18 @@ def _cast(state: NamedTuple, dtypes: NamedTuple) -> NamedTuple:
     return type(state)(*(jnp.asarray(x, d) for x, d in zip(state, dtypes, strict=True)))
 
 
-def _guard(level, new_lr, clamped, decision, loss0, control, first, tolerance, backoff, bounds):
+def _guard(level, new_lr, clamped, decision, signal, last, control, first, tolerance, backoff,
+           bounds):  # fmt: skip
     """The do-no-harm guard after a probe: ``(level, clamped, decision)``, the rule's own
-    unless the last probe raised the level and the loss has since grown (then back, and
-    decision ``"guard"``; see :func:`autolr_jax.auto._rules.guard_level`). Never at the
-    first probe, which has nothing to compare with."""
+    unless the last probe raised the level and the loss ``signal`` has since grown over
+    ``last``, what it was at that probe (then back, and decision ``"guard"``; see
+    :func:`autolr_jax.auto._rules.guard_level`). Never at the first probe, which has
+    nothing to compare with."""
     guarded_lr, guarded = guard_level(
         level,
         new_lr,
-        loss0,
-        control.last_loss0,
+        signal,
+        last,
         control.before_rise,
         control.rose & ~first,
         tolerance,
@@ -190,6 +202,28 @@ def _guard(level, new_lr, clamped, decision, loss0, control, first, tolerance, b
         jnp.where(guarded, guarded_lr, new_lr),
         jnp.where(guarded, guard_clamped, clamped),
         jnp.where(guarded, jnp.int32(DECISIONS["guard"]), decision),
+    )
+
+
+def _with_value(control, value, axis_name):
+    """``control`` with ``value``, update's training loss, added to the interval's sum."""
+    if value is _MISSING:
+        raise TypeError(
+            "auto_lr(guard_on='value'): update needs the training loss passed as a keyword: "
+            "tx.update(grads, state, params, batch=batch, value=loss)"
+        )
+    value = jnp.asarray(value)
+    if value.shape != () or not jnp.issubdtype(value.dtype, jnp.floating):
+        raise TypeError(
+            "auto_lr(guard_on='value'): value= must be the scalar floating-point training "
+            f"loss, got shape {value.shape} and dtype {value.dtype}"
+        )
+    value = value.astype(jnp.float32)
+    if axis_name is not None:
+        value = lax.pmean(value, axis_name)
+    return control._replace(
+        value_sum=jnp.asarray(control.value_sum, jnp.float32) + value,
+        value_count=optax.safe_increment(jnp.asarray(control.value_count, jnp.int32)),
     )
 
 
@@ -319,6 +353,7 @@ class _Settings(NamedTuple):
     search_safety: Any
     guard_tolerance: Any
     guard_memory: Any
+    guard_on: Any
     grid: Any
     needs_loss0: Any
     backoff: Any
@@ -328,7 +363,7 @@ class _Settings(NamedTuple):
 def _checked(
     optimizer, learning_rate, loss_fn, factors, every, min_lr, max_lr, has_aux, score,
     strategy, chunk_size, axis_name, lookahead, rule, schedule, probe_during_decay,
-    initial_search, search_safety, guard, guard_tolerance, guard_memory, inner_kwargs,
+    initial_search, search_safety, guard, guard_tolerance, guard_memory, guard_on, inner_kwargs,
 ) -> _Settings:
     """Every check of :func:`auto_lr`, up front and before any tracing: a ValueError naming
     the argument, its value and the allowed range."""
@@ -404,6 +439,17 @@ def _checked(
             f"guard_memory={guard_memory!r} remembers the levels the guard undid; it needs the "
             "guard on (guard=True, or guard=None with a rule other than 'seed')"
         )
+    if not (isinstance(guard_on, str) and guard_on in GUARD_SIGNALS):
+        raise ValueError(
+            f"guard_on must be one of {GUARD_SIGNALS} (what the guard compares: the probe "
+            f"batch's loss at successive probes, or the mean of update's value= between "
+            f"probes), got {guard_on!r}"
+        )
+    if guard_on == "value" and not guard:
+        raise ValueError(
+            "guard_on='value' is what the guard compares; it needs the guard on (guard=True, "
+            "or guard=None with a rule other than 'seed')"
+        )
     initial_search = bool(initial_search)
     probe_during_decay = bool(probe_during_decay)
     search_safety, guard_tolerance = float(search_safety), float(guard_tolerance)
@@ -446,6 +492,7 @@ def _checked(
         search_safety=search_safety,
         guard_tolerance=guard_tolerance,
         guard_memory=guard_memory,
+        guard_on=guard_on,
         grid=grid,
         needs_loss0=needs_loss0,
         backoff=backoff,
@@ -476,6 +523,7 @@ def auto_lr(
     guard: bool | None = None,
     guard_tolerance: float = 0.05,
     guard_memory: int = 0,
+    guard_on: str = "probe",
     **inner_kwargs: Any,
 ) -> optax.GradientTransformationExtraArgs:
     """Wraps an Optax optimizer so that its learning rate is set by probing factors of it.
@@ -690,6 +738,17 @@ def auto_lr(
         (decision ``"capped"``), so the probes bisect towards the edge instead of
         re-trying the rise that failed every other probe. ``0`` (default): no
         memory.
+      guard_on: what the guard compares. ``"probe"`` (default): the loss at the
+        current parameters on this probe's batch against the same at the last
+        probe, two different batches, so a rise is judged within one batch's
+        noise (``guard_tolerance`` has to cover it). ``"value"``: the mean of the
+        training losses passed as ``update(..., value=loss)`` over the updates
+        since the last probe against the mean over the interval before it (the
+        one at the level before the rise): like with like, many batches each, so
+        the guard undoes a rise only when the training loss got worse on
+        average. ``update`` then needs ``value=``, a float scalar (averaged
+        over ``axis_name`` when given); it is also forwarded to the wrapped
+        optimizer, like every extra keyword.
       **inner_kwargs: passed to ``optimizer``, e.g. ``momentum=0.9``,
         ``nesterov=True``, ``weight_decay=1e-4``.
 
@@ -701,7 +760,7 @@ def auto_lr(
     Raises:
       ValueError: at construction, for any invalid argument (the message names it).
       TypeError: at trace time, when ``update`` is called without ``batch=`` or
-        ``params``.
+        ``params`` (or, with ``guard_on="value"``, without a scalar ``value=``).
 
     Example:
       >>> import jax, jax.numpy as jnp, optax, autolr_jax
@@ -766,12 +825,13 @@ def auto_lr(
     (
         learning_rate, factors, floor, ceiling, every, min_lr, max_lr, has_aux, score_fn,
         chunk_size, lookahead, rule_name, rule_fn, schedule, guard, initial_search,
-        probe_during_decay, search_safety, guard_tolerance, guard_memory, grid, needs_loss0,
-        backoff,
+        probe_during_decay, search_safety, guard_tolerance, guard_memory, guard_on, grid,
+        needs_loss0, backoff,
     ) = _checked(
         optimizer, learning_rate, loss_fn, factors, every, min_lr, max_lr, has_aux, score,
         strategy, chunk_size, axis_name, lookahead, rule, schedule, probe_during_decay,
-        initial_search, search_safety, guard, guard_tolerance, guard_memory, inner_kwargs,
+        initial_search, search_safety, guard, guard_tolerance, guard_memory, guard_on,
+        inner_kwargs,
     )
     # fmt: on
     n = len(factors)
@@ -804,6 +864,9 @@ def auto_lr(
             peaked=jnp.zeros((), jnp.bool_),
             failed=jnp.full((), jnp.inf, jnp.float32),
             memory=jnp.zeros((), jnp.int32),
+            value_sum=jnp.zeros((), jnp.float32),
+            value_count=jnp.zeros((), jnp.int32),
+            last_value=jnp.zeros((), jnp.float32),
         )
         inject_state = inner.init(params)
         if schedule is not None:
@@ -831,6 +894,8 @@ def auto_lr(
         inject_state = state.inject_state
         control = state.control
         tel = state.telemetry
+        if guard_on == "value":
+            control = _with_value(control, extra_args.get("value", _MISSING), axis_name)
         count = jnp.asarray(inject_state.count, jnp.int32)
         if schedule is None:
             # The injected learning rate is the level (users may assign it).
@@ -931,10 +996,21 @@ def auto_lr(
                 first = jnp.zeros((), jnp.bool_)
                 losses, scores, search_losses, multiplier, decision = regular(None)
             new_lr, clamped = next_learning_rate(level, multiplier, min_lr, max_lr, floor, ceiling)
+            value_sum = jnp.asarray(control.value_sum, jnp.float32)
+            value_count = jnp.asarray(control.value_count, jnp.int32)
+            last_value = jnp.asarray(control.last_value, jnp.float32)
+            if guard_on == "value":
+                # The mean training loss of the interval since the last probe against that
+                # of the interval before it: many batches each, so not the noise of one.
+                signal = value_sum / jnp.maximum(value_count, 1).astype(jnp.float32)
+                last_signal = last_value
+                value_sum, value_count, last_value = jnp.float32(0), jnp.int32(0), signal
+            else:
+                signal, last_signal = loss0, control.last_loss0
             if guard:
                 new_lr, clamped, decision = _guard(
-                    level, new_lr, clamped, decision, loss0, control, first, guard_tolerance,
-                    backoff, (min_lr, max_lr, floor, ceiling),
+                    level, new_lr, clamped, decision, signal, last_signal, control, first,
+                    guard_tolerance, backoff, (min_lr, max_lr, floor, ceiling),
                 )  # fmt: skip
             failed = jnp.asarray(control.failed, jnp.float32)
             memory = jnp.asarray(control.memory, jnp.int32)
@@ -962,6 +1038,9 @@ def auto_lr(
                 peaked=jnp.asarray(control.peaked, jnp.bool_),
                 failed=failed,
                 memory=memory,
+                value_sum=value_sum,
+                value_count=value_count,
+                last_value=last_value,
             )
             return new_lr, telemetry, new_control
 

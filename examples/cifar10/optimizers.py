@@ -53,6 +53,7 @@ class Probe:
     batch_size: int  # examples in each probe batch
     source: str  # 'random' (separate random training examples) or 'train' (the batch)
     lookahead: int  # probe batches per probe (k - 1 look-ahead updates, then the score)
+    value: bool = False  # the update also takes the training loss as value=
 
 
 @dataclasses.dataclass(frozen=True)
@@ -292,10 +293,13 @@ def _auto(config, steps_per_epoch, probe_loss_fn) -> Method:
         schedule=shape,
         guard_tolerance=a.guard_tolerance,
         guard_memory=a.guard_memory,
+        guard_on=a.guard_on,
         **auto_score(a.score),
         **momentum,
     )
-    probe = Probe(every, a.probe_batch_size, a.probe_source, a.lookahead)
+    probe = Probe(
+        every, a.probe_batch_size, a.probe_source, a.lookahead, value=a.guard_on == "value"
+    )
     # The budget shape spans config.epochs: a resume may not change it.
     return Method(optax.chain(*pre, last), probe=probe, depends_on_epochs=shape is not None)
 

@@ -256,6 +256,8 @@ def make_train_step(
             kwargs["batch"] = _probe_batch(
                 method.probe, x, labels, probe_images, probe_labels, rest, normalize_
             )
+            if method.probe.value:
+                kwargs["value"] = loss
         optimizer.update(model, grads, **kwargs)
         opt_state = nnx.as_pure(optimizer.opt_state)
         out = {"loss": loss, "lr": method.read_lr(opt_state)}

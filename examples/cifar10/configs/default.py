@@ -132,10 +132,13 @@ def get_config() -> config_dict.ConfigDict:
             # 'wsd': the level times warmup_stable_decay(1.0, total updates) as the budget
             # shape, with config.wsd's decay_fraction and decay_shape; 'none': no shape.
             "budget": "wsd",
-            # The relative rise of the probe-batch loss the guard tolerates, and the probes
-            # for which it remembers a level it undid (0: no memory).
+            # The relative rise of the loss the guard tolerates, and the probes for which it
+            # remembers a level it undid (0: no memory).
             "guard_tolerance": 0.05,
             "guard_memory": 0,
+            # What the guard compares: 'probe' (the probe batch's loss at successive
+            # probes) or 'value' (the mean training loss between probes).
+            "guard_on": "probe",
         }
     )
     # The null model (the seed's published rule): once per epoch, the losses of the unchanged
