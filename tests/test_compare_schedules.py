@@ -391,7 +391,7 @@ def test_resume_schema_table_report_only(preset, tmp_path, data_file, capsys, no
     auto7 = next(r for r in latest.values() if r["variant"] == "auto7" and r["seed"] == 0)
     assert auto7["probe_factors"] == list(FACTORS[7])
     assert [p["step"] for p in auto7["probes"]] == [0, 10, 20]
-    assert set(auto7["probes"][0]) == {"step", "multiplier", "losses"}
+    assert set(auto7["probes"][0]) == {"step", "multiplier", "losses"}  # what the history had
     assert all(
         r["probes"] is None for r in latest.values() if r["seed"] == 1 or r["schedule"] != "auto"
     )
@@ -598,3 +598,11 @@ def test_real_example_tiny(tmp_path):
     auto = next(r for r in latest.values() if r["schedule"] == "auto")
     assert auto["num_probes"] == 1 and len(auto["probes"]) == 1
     assert _cells((out / "README.md").read_text(), "auto3")[2] == "1/1"
+
+
+def test_probe_records_keep_the_decision_level_and_loss0():
+    logged = {"step": 0, "multiplier": 1.0, "losses": [1.0, 2.0], "decision": "guard",
+              "level": 0.1, "loss0": 1.5, "lr": 0.08, "scores": [1.0, 0.5]}  # fmt: skip
+    assert runner.probes_of([{"probes": [logged]}, {"probes": []}]) == [
+        {k: logged[k] for k in ("step", "multiplier", "losses", "decision", "level", "loss0")}
+    ]

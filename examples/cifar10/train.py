@@ -401,6 +401,7 @@ def _probe_records(outs: dict[int, dict], tqdm_write) -> list[dict]:
                 "lr": float(out["lr"]),
                 "level": float(p["level"]),
                 "decision": DECISION_NAMES.get(int(p["decision"]), "custom"),
+                "loss0": float(p["loss0"]),
                 "losses": [float(v) for v in p["losses"]],
                 "scores": [float(v) for v in p["scores"]],
             }
