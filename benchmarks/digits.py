@@ -56,6 +56,7 @@ class Method:
     guard: bool | None = None
     guard_memory: int = 0
     guard_tolerance: float = 0.05
+    guard_on: str = "probe"
 
     def settings(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -88,6 +89,14 @@ def plan(quick: bool = False) -> list[Method]:
     methods.append(
         Method("auto-armijo+search+wsd-tol0.5", "auto", "armijo", True, True, guard_tolerance=0.5)
     )
+    # The guard on the mean training loss between probes (update's value=) instead of
+    # two probe batches' losses.
+    for name, rule, search, budget in (
+        ("auto-parabola", "parabola", False, False),
+        ("auto-parabola+search", "parabola", True, False),
+        ("auto-armijo+search+wsd", "armijo", True, True),
+    ):
+        methods.append(Method(f"{name}-value", "auto", rule, search, budget, guard_on="value"))
     # The search's step back from the best one-step factor.
     for safety in (1.0, 16.0):
         methods.append(
@@ -151,6 +160,7 @@ def _build(method: Method, steps: int, every: int):
         guard=method.guard,
         guard_memory=method.guard_memory,
         guard_tolerance=method.guard_tolerance,
+        guard_on=method.guard_on,
     )
 
     def with_lr(state, lr):
@@ -232,6 +242,8 @@ def run_method(method: Method, data, epochs: int, seeds, lrs) -> list[dict[str, 
             loss, grads = jax.value_and_grad(_loss)(params, batch)
             if lr_in_tx:
                 updates, state = tx.update(grads, state, params)
+            elif method.guard_on == "value":
+                updates, state = tx.update(grads, state, params, batch=batch, value=loss)
             else:
                 updates, state = tx.update(grads, state, params, batch=batch)
             params = optax.apply_updates(params, updates)
