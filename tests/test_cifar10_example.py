@@ -444,6 +444,8 @@ def test_bad_settings(tiny_folder, tmp_path, overrides, message):
         ({"data__test_subset": 0}, "data.test_subset"),
         ({"auto__every": 0}, "every"),
         ({"auto__guard_on": "loss"}, "guard_on"),
+        ({"auto__armijo_c": 1.5, "auto__rule": "armijo"}, "c must be in"),
+        ({"auto__armijo_c": 0.1, "auto__rule": "seed"}, "armijo_c needs auto.rule='armijo'"),
         ({"lr_update": "often", "schedule": "cosine"}, "lr_update"),
     ],
 )

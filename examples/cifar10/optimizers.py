@@ -269,6 +269,11 @@ def _auto(config, steps_per_epoch, probe_loss_fn) -> Method:
     every = steps_per_epoch if a.every is None else a.every
     if a.budget not in (None, "none", "wsd"):
         raise ConfigError(f"config.auto.budget must be 'wsd' or 'none', got {a.budget!r}")
+    rule = a.rule
+    if a.armijo_c is not None:
+        if a.rule != "armijo":
+            raise ConfigError(f"config.auto.armijo_c needs auto.rule='armijo', got {a.rule!r}")
+        rule = al.armijo_rule(c=a.armijo_c)
     shape = None
     if a.budget == "wsd":  # the shape of the fixed wsd schedule (config.wsd), peak 1, no warmup
         shape = al.warmup_stable_decay(
@@ -288,7 +293,7 @@ def _auto(config, steps_per_epoch, probe_loss_fn) -> Method:
         strategy=a.strategy,
         chunk_size=a.chunk_size,
         lookahead=a.lookahead,
-        rule=a.rule,
+        rule=rule,
         initial_search=a.initial_search,
         schedule=shape,
         guard_tolerance=a.guard_tolerance,

@@ -127,6 +127,9 @@ def get_config() -> config_dict.ConfigDict:
             # (Algorithm 1: with initial_search=False, probe_source='random' and no budget,
             # the former default) or 'parabola'.
             "rule": "armijo",
+            # Armijo's sufficient-decrease constant c in (0, 1) (unset: the library's 0.5;
+            # smaller accepts longer steps: up to 2 (1 - c) / h on a quadratic).
+            "armijo_c": placeholder(float),
             # A wide first probe (four decades either side of learning_rate).
             "initial_search": True,
             # 'wsd': the level times warmup_stable_decay(1.0, total updates) as the budget
