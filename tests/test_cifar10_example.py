@@ -381,9 +381,8 @@ def test_auto_default_is_armijo_search_on_the_training_batch_with_the_wsd_budget
     """The example's auto default (the budget group's best) reaches auto_lr: the first probe
     searches, the logged lr of the last update is the last level times wsd's shape."""
     default = configs.get_config("cpu").auto
-    assert (default.rule, default.initial_search, default.probe_source, default.budget) == (
-        "armijo", True, "train", "wsd"
-    )  # fmt: skip
+    assert (default.rule, default.initial_search, default.probe_source, default.budget,
+            default.guard_on) == ("armijo", True, "train", "wsd", "value")  # fmt: skip
     config = tiny_config(
         tiny_folder, schedule="auto", epochs=2, plots=False, checkpoint=False,
         **{f"auto__{k}": default[k] for k in ALGORITHM_1},

@@ -95,6 +95,9 @@ BASELINE_AUTO = {
     "initial_search": False,
     "probe_source": "random",
     "budget": None,
+    # Every committed run's guard compared the probe batch's L(0) (the example's default
+    # until guard_on='value' measured better): pinned, so a key still names its computation.
+    "guard_on": "probe",
 }
 
 

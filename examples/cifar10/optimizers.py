@@ -251,6 +251,7 @@ def auto_score(text: str | None):
 
 
 PROBE_SOURCES = ("random", "train")
+GUARD_ON = ("value", "probe")
 
 
 def _auto(config, steps_per_epoch, probe_loss_fn) -> Method:
@@ -269,6 +270,10 @@ def _auto(config, steps_per_epoch, probe_loss_fn) -> Method:
     every = steps_per_epoch if a.every is None else a.every
     if a.budget not in (None, "none", "wsd"):
         raise ConfigError(f"config.auto.budget must be 'wsd' or 'none', got {a.budget!r}")
+    if a.guard_on not in GUARD_ON:
+        raise ConfigError(f"config.auto.guard_on must be one of {GUARD_ON}, got {a.guard_on!r}")
+    # rule='seed' has no guard (auto_lr's guard=None), so nothing for guard_on to choose.
+    guard_on = "probe" if a.rule == "seed" else a.guard_on
     rule = a.rule
     if a.armijo_c is not None:
         if a.rule != "armijo":
@@ -298,13 +303,11 @@ def _auto(config, steps_per_epoch, probe_loss_fn) -> Method:
         schedule=shape,
         guard_tolerance=a.guard_tolerance,
         guard_memory=a.guard_memory,
-        guard_on=a.guard_on,
+        guard_on=guard_on,
         **auto_score(a.score),
         **momentum,
     )
-    probe = Probe(
-        every, a.probe_batch_size, a.probe_source, a.lookahead, value=a.guard_on == "value"
-    )
+    probe = Probe(every, a.probe_batch_size, a.probe_source, a.lookahead, value=guard_on == "value")
     # The budget shape spans config.epochs: a resume may not change it.
     return Method(optax.chain(*pre, last), probe=probe, depends_on_epochs=shape is not None)
 

@@ -139,9 +139,11 @@ def get_config() -> config_dict.ConfigDict:
             # remembers a level it undid (0: no memory).
             "guard_tolerance": 0.05,
             "guard_memory": 0,
-            # What the guard compares: 'probe' (the probe batch's loss at successive
-            # probes) or 'value' (the mean training loss between probes).
-            "guard_on": "probe",
+            # What the guard compares: 'value' (the mean training loss of the updates since
+            # the last probe against the interval before: many batches, like with like) or
+            # 'probe' (the probe batch's loss at successive probes: two batches, noisy).
+            # Ignored with rule='seed', which has no guard.
+            "guard_on": "value",
         }
     )
     # The null model (the seed's published rule): once per epoch, the losses of the unchanged
