@@ -201,26 +201,31 @@ def test_rule_trajectory_matches_numpy_oracle(case):
     assert len(set(decisions)) > 1 or name == "armijo"  # the rule does move
 
 
-@pytest.mark.parametrize("momentum", [0.0, 0.9])
-def test_guard_memory_trajectory_matches_numpy_oracle(momentum):
-    # A rule that always doubles drives the level into the guard again and again;
-    # with guard_memory the rises after an undo are capped halfway (in log) to the
-    # level that failed.
-    def np_up(losses, factors, loss0, slope):
-        return 2.0, "custom"
+def np_up(losses, factors, loss0, slope):
+    """The NumPy side of a rule that always doubles."""
+    return 2.0, "custom"
 
-    lr0 = 0.3 if momentum == 0.0 else 0.05
-    tx = al.auto_lr(
+
+def doubling(lr0, momentum, **kwargs):
+    """auto_lr with a rule that always doubles: it drives the level into the guard."""
+    return al.auto_lr(
         optax.sgd,
         lr0,
         loss_fn=jloss,
         every=EVERY,
         rule=lambda losses, factors, loss0, slope: jnp.float32(2.0),
         initial_search=False,
-        guard_memory=3,
+        **kwargs,
         **({"momentum": momentum} if momentum else {}),
     )
-    lrs, decisions, state = run_jax(tx)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_guard_memory_trajectory_matches_numpy_oracle(momentum):
+    # With guard_memory the rises after an undo are capped halfway (in log) to the level
+    # that failed.
+    lr0 = 0.3 if momentum == 0.0 else 0.05
+    lrs, decisions, state = run_jax(doubling(lr0, momentum, guard_memory=3))
     want, want_d = oracle(np_up, lr0, (2.0, 1.0, 0.5), momentum, memory=3)
     assert decisions == want_d
     np.testing.assert_allclose(lrs, want, rtol=2e-4)
@@ -234,21 +239,8 @@ def test_guard_memory_trajectory_matches_numpy_oracle(momentum):
 def test_guard_on_value_trajectory_matches_numpy_oracle(momentum):
     # guard_on="value": the guard compares the mean of update's value= (here the exact
     # training loss) over the interval since the last probe with the interval before.
-    def np_up(losses, factors, loss0, slope):
-        return 2.0, "custom"
-
     lr0 = 0.05 if momentum == 0.0 else 0.3
-    tx = al.auto_lr(
-        optax.sgd,
-        lr0,
-        loss_fn=jloss,
-        every=EVERY,
-        rule=lambda losses, factors, loss0, slope: jnp.float32(2.0),
-        initial_search=False,
-        guard_on="value",
-        **({"momentum": momentum} if momentum else {}),
-    )
-    lrs, decisions, state = run_jax(tx, value=True)
+    lrs, decisions, state = run_jax(doubling(lr0, momentum, guard_on="value"), value=True)
     want, want_d = oracle(np_up, lr0, (2.0, 1.0, 0.5), momentum, signal="value")
     assert decisions == want_d
     np.testing.assert_allclose(lrs, want, rtol=2e-4)
