@@ -242,10 +242,9 @@ def run_method(method: Method, data, epochs: int, seeds, lrs) -> list[dict[str, 
             loss, grads = jax.value_and_grad(_loss)(params, batch)
             if lr_in_tx:
                 updates, state = tx.update(grads, state, params)
-            elif method.guard_on == "value":
-                updates, state = tx.update(grads, state, params, batch=batch, value=loss)
             else:
-                updates, state = tx.update(grads, state, params, batch=batch)
+                extra = {"value": loss} if method.guard_on == "value" else {}
+                updates, state = tx.update(grads, state, params, batch=batch, **extra)
             params = optax.apply_updates(params, updates)
             if lr_in_tx:
                 applied = jnp.nan

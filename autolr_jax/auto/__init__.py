@@ -1,7 +1,13 @@
 """The automated learning-rate scheduler (:func:`auto_lr`), its score functions and state."""
 
 from autolr_jax._candidates import default_probe_strategy, resolve_probe_strategy
-from autolr_jax.auto._auto_lr import AutoLRControl, AutoLRState, AutoLRTelemetry, auto_lr
+from autolr_jax.auto._auto_lr import (
+    GUARD_SIGNALS,
+    AutoLRControl,
+    AutoLRState,
+    AutoLRTelemetry,
+    auto_lr,
+)
 from autolr_jax.auto._rules import DECISIONS, armijo_rule, parabola_rule
 from autolr_jax.auto._scores import (
     minmax_exp_score,
@@ -12,6 +18,7 @@ from autolr_jax.auto._scores import (
 
 __all__ = [
     "DECISIONS",
+    "GUARD_SIGNALS",
     "AutoLRControl",
     "AutoLRState",
     "AutoLRTelemetry",

@@ -171,6 +171,7 @@ class AutoLRState(NamedTuple):
 _F32, _I32, _BOOL = jnp.float32, jnp.int32, jnp.bool_
 _TELEMETRY_DTYPES = AutoLRTelemetry(_F32, _F32, _F32, _I32, _BOOL, _I32, _F32, _F32, _F32)
 _CONTROL_DTYPES = AutoLRControl(_F32, _F32, _F32, _BOOL, _BOOL, _F32, _I32, _F32, _I32, _F32)
+# What the guard may compare (auto_lr's guard_on).
 GUARD_SIGNALS = ("probe", "value")
 
 

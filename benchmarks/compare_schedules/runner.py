@@ -105,17 +105,14 @@ def median(xs) -> float | None:
 # Records.
 
 
-PROBE_KEYS = ("step", "multiplier", "losses", "decision", "level", "loss0")
-
-
 def probes_of(history: list[dict]) -> list[dict]:
     """What each probe saw and decided (the example's per-probe telemetry), in order: the
     candidate losses in the order of the factors, the multiplier, and where the example
     logged them the rule's decision (``"guard"``: the guard undid a rise), the level it
     set and the loss at the current parameters on the probe batch."""
     return [
-        {"step": p.get("step"), "multiplier": p.get("multiplier"), "losses": p.get("losses")}
-        | {k: p[k] for k in PROBE_KEYS[3:] if k in p}
+        {k: p.get(k) for k in ("step", "multiplier", "losses")}
+        | {k: p[k] for k in ("decision", "level", "loss0") if k in p}
         for r in history
         for p in r.get("probes") or []
     ]

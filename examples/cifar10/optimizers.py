@@ -39,6 +39,7 @@ import optax
 
 import autolr_jax as al
 from autolr_jax._state_utils import _INJECT_TYPES, map_states, with_learning_rate
+from autolr_jax.auto import GUARD_SIGNALS
 
 
 class ConfigError(ValueError):
@@ -251,7 +252,6 @@ def auto_score(text: str | None):
 
 
 PROBE_SOURCES = ("random", "train")
-GUARD_ON = ("value", "probe")
 
 
 def _auto(config, steps_per_epoch, probe_loss_fn) -> Method:
@@ -270,8 +270,11 @@ def _auto(config, steps_per_epoch, probe_loss_fn) -> Method:
     every = steps_per_epoch if a.every is None else a.every
     if a.budget not in (None, "none", "wsd"):
         raise ConfigError(f"config.auto.budget must be 'wsd' or 'none', got {a.budget!r}")
-    if a.guard_on not in GUARD_ON:
-        raise ConfigError(f"config.auto.guard_on must be one of {GUARD_ON}, got {a.guard_on!r}")
+    # Checked here too: with rule='seed' the value never reaches auto_lr.
+    if a.guard_on not in GUARD_SIGNALS:
+        raise ConfigError(
+            f"config.auto.guard_on must be one of {GUARD_SIGNALS}, got {a.guard_on!r}"
+        )
     # rule='seed' has no guard (auto_lr's guard=None), so nothing for guard_on to choose.
     guard_on = "probe" if a.rule == "seed" else a.guard_on
     rule = a.rule
