@@ -57,6 +57,10 @@ class Method:
     guard_memory: int = 0
     guard_tolerance: float = 0.05
     guard_on: str = "probe"
+    armijo_c: float | None = None  # None: armijo_rule's default (0.5)
+    # Probe on held-out data: this fraction of the training split is kept out of the
+    # gradient steps and every probe scores the candidates on all of it.
+    probe_holdout: float = 0.0
 
     def settings(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -109,6 +113,30 @@ def plan(quick: bool = False) -> list[Method]:
                 search_safety=safety,
             )
         )
+    # Armijo's c at Vaswani et al.'s 0.1 (the CIFAR lead), with the value guard, with and
+    # without the guard's memory.
+    for memory in (0, 5):
+        methods.append(
+            Method(
+                "auto-armijo+search+wsd-value-c0.1" + (f"-memory{memory}" if memory else ""),
+                "auto",
+                "armijo",
+                True,
+                True,
+                guard_on="value",
+                armijo_c=0.1,
+                guard_memory=memory,
+            )
+        )
+    # Probes scored on held-out data (20 % of the training split, not trained on): the
+    # rule then backs off once a step no longer lowers the held-out loss, i.e. once the
+    # model overfits, which no training-batch signal can see.
+    for name, rule, guard_on in (
+        ("auto-armijo+search+wsd-holdout", "armijo", "probe"),
+        ("auto-armijo+search+wsd-holdout-value", "armijo", "value"),
+        ("auto-seed+search+wsd-holdout", "seed", "probe"),
+    ):
+        methods.append(Method(name, "auto", rule, True, True, guard_on=guard_on, probe_holdout=0.2))
     methods.append(Method("prodigy", "prodigy"))
     if quick:
         keep = {"adam-constant", "auto-armijo+search+wsd"}
@@ -152,7 +180,7 @@ def _build(method: Method, steps: int, every: int):
         1e-3,
         loss_fn=_loss,
         every=every,
-        rule=method.rule,
+        rule=method.rule if method.armijo_c is None else al.armijo_rule(c=method.armijo_c),
         initial_search=method.initial_search,
         schedule=schedule,
         probe_during_decay=method.probe_during_decay,
@@ -222,6 +250,14 @@ def run_method(method: Method, data, epochs: int, seeds, lrs) -> list[dict[str, 
     import autolr_jax as al
 
     (x_tr, y_tr), (x_val, y_val), (x_te, y_te) = data
+    x_probe = y_probe = None
+    if method.probe_holdout:
+        from sklearn.model_selection import train_test_split
+
+        x_tr, x_probe, y_tr, y_probe = train_test_split(
+            x_tr, y_tr, test_size=method.probe_holdout, stratify=y_tr, random_state=0
+        )
+        probe_batch = (jnp.asarray(x_probe), jnp.asarray(y_probe))
     every = len(x_tr) // BATCH
     steps = every * epochs
     built, lr_in_tx = _build(method, steps, every)
@@ -244,7 +280,8 @@ def run_method(method: Method, data, epochs: int, seeds, lrs) -> list[dict[str, 
                 updates, state = tx.update(grads, state, params)
             else:
                 extra = {"value": loss} if method.guard_on == "value" else {}
-                updates, state = tx.update(grads, state, params, batch=batch, **extra)
+                scored = probe_batch if x_probe is not None else batch
+                updates, state = tx.update(grads, state, params, batch=scored, **extra)
             params = optax.apply_updates(params, updates)
             if lr_in_tx:
                 applied = jnp.nan
