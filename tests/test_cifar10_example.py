@@ -591,6 +591,11 @@ def _tiny_flags(data_dir, workdir):
     ]  # fmt: skip
 
 
+def _with_devices(n: int) -> str:
+    """XLA_FLAGS for ``n`` simulated CPU devices, keeping the suite's own flags."""
+    return f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={n}"
+
+
 def test_eight_devices_give_the_learning_rates_and_metrics_of_one(tiny_folder, tmp_path):
     """Data parallel: the batch is sharded over 8 simulated CPU devices (SPMD).
 
@@ -599,7 +604,7 @@ def test_eight_devices_give_the_learning_rates_and_metrics_of_one(tiny_folder, t
     """
     histories = {}
     for n in (1, 8):
-        env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"}
+        env = {**os.environ, "XLA_FLAGS": _with_devices(n)}
         flags = _tiny_flags(tiny_folder, tmp_path / f"d{n}")
         result = _run_main(
             [
@@ -624,7 +629,7 @@ def test_eight_devices_give_the_learning_rates_and_metrics_of_one(tiny_folder, t
         np.testing.assert_allclose([p["multiplier"] for p in a["probes"]],
                                    [p["multiplier"] for p in b["probes"]], rtol=1e-5)  # fmt: skip
     # A batch that does not split over the devices is refused up front.
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    env = {**os.environ, "XLA_FLAGS": _with_devices(8)}
     result = _run_main([*_tiny_flags(tiny_folder, tmp_path / "bad"), "--config.batch_size=12"],
                        env)  # fmt: skip
     assert result.returncode == 2 and "multiple of the 8 devices" in result.stderr, result.stderr
