@@ -1,13 +1,7 @@
 """The automated learning-rate scheduler (:func:`auto_lr`), its score functions and state."""
 
 from autolr_jax._candidates import default_probe_strategy, resolve_probe_strategy
-from autolr_jax.auto._auto_lr import (
-    GUARD_SIGNALS,
-    AutoLRControl,
-    AutoLRState,
-    AutoLRTelemetry,
-    auto_lr,
-)
+from autolr_jax.auto._auto_lr import AutoLRControl, AutoLRState, AutoLRTelemetry, auto_lr
 from autolr_jax.auto._rules import DECISIONS, armijo_rule, parabola_rule
 from autolr_jax.auto._scores import (
     minmax_exp_score,
@@ -15,6 +9,7 @@ from autolr_jax.auto._scores import (
     softmax_score,
     zscore_exp_score,
 )
+from autolr_jax.auto._settings import GUARD_SIGNALS
 
 __all__ = [
     "DECISIONS",

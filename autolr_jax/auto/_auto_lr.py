@@ -1,33 +1,25 @@
-"""The automated learning-rate scheduler: probe factors of the update, keep a weighted mean."""
+"""The automated learning-rate scheduler: candidates of the update inside jit, a rule."""
 
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jax import lax
 
-from autolr_jax._candidates import PROBE_STRATEGIES, evaluate_candidates, resolve_probe_strategy
+from autolr_jax._candidates import evaluate_candidates, resolve_probe_strategy
 from autolr_jax._state_utils import with_learning_rate
-from autolr_jax._validation import (
-    check_int,
-    check_positive_sequence,
-    check_real,
-    check_strategy,
-)
 from autolr_jax.auto._combine import (
     clamp_level,
-    level_bounds,
     next_learning_rate,
     score_candidates,
     weighted_geometric_mean,
 )
+from autolr_jax.auto._guard import MISSING, add_value, settle
 from autolr_jax.auto._probe import (
     apply_scaled,
     as_scalar_loss,
@@ -38,17 +30,12 @@ from autolr_jax.auto._probe import (
 from autolr_jax.auto._rules import (
     DECISIONS,
     call_rule,
-    cap_rise,
-    guard_level,
-    resolve_rule,
     search_factor,
-    search_grid,
 )
-from autolr_jax.auto._scores import ScoreFn, resolve_score
+from autolr_jax.auto._scores import ScoreFn
+from autolr_jax.auto._settings import check_settings
 
 __all__ = ["AutoLRControl", "AutoLRState", "AutoLRTelemetry", "auto_lr"]
-
-_MISSING = object()
 
 
 class AutoLRTelemetry(NamedTuple):
@@ -171,149 +158,11 @@ class AutoLRState(NamedTuple):
 _F32, _I32, _BOOL = jnp.float32, jnp.int32, jnp.bool_
 _TELEMETRY_DTYPES = AutoLRTelemetry(_F32, _F32, _F32, _I32, _BOOL, _I32, _F32, _F32, _F32)
 _CONTROL_DTYPES = AutoLRControl(_F32, _F32, _F32, _BOOL, _BOOL, _F32, _I32, _F32, _I32, _F32)
-# What the guard may compare (auto_lr's guard_on).
-GUARD_SIGNALS = ("probe", "value")
 
 
 def _cast(state: NamedTuple, dtypes: NamedTuple) -> NamedTuple:
     """``state`` with each field an array of the dtype in the same field of ``dtypes``."""
     return type(state)(*(jnp.asarray(x, d) for x, d in zip(state, dtypes, strict=True)))
-
-
-def _guard(level, new_lr, clamped, decision, signal, last, control, first, tolerance, backoff,
-           bounds):  # fmt: skip
-    """The do-no-harm guard after a probe: ``(level, clamped, decision)``, the rule's own
-    unless the last probe raised the level and the loss ``signal`` has since grown over
-    ``last``, what it was at that probe (then back, and decision ``"guard"``; see
-    :func:`autolr_jax.auto._rules.guard_level`). Never at the first probe, which has
-    nothing to compare with."""
-    guarded_lr, guarded = guard_level(
-        level,
-        new_lr,
-        signal,
-        last,
-        control.before_rise,
-        control.rose & ~first,
-        tolerance,
-        backoff,
-    )
-    guarded = guarded & ~first
-    guarded_lr, guard_clamped = next_learning_rate(guarded_lr, jnp.float32(1.0), *bounds)
-    return (
-        jnp.where(guarded, guarded_lr, new_lr),
-        jnp.where(guarded, guard_clamped, clamped),
-        jnp.where(guarded, jnp.int32(DECISIONS["guard"]), decision),
-    )
-
-
-def _with_value(control, value, axis_name):
-    """``control`` with ``value``, update's training loss, added to the interval's sum."""
-    if value is _MISSING:
-        raise TypeError(
-            "auto_lr(guard_on='value'): update needs the training loss passed as a keyword: "
-            "tx.update(grads, state, params, batch=batch, value=loss)"
-        )
-    value = jnp.asarray(value)
-    if value.shape != () or not jnp.issubdtype(value.dtype, jnp.floating):
-        raise TypeError(
-            "auto_lr(guard_on='value'): value= must be the scalar floating-point training "
-            f"loss, got shape {value.shape} and dtype {value.dtype}"
-        )
-    value = value.astype(jnp.float32)
-    if axis_name is not None:
-        value = lax.pmean(value, axis_name)
-    return control._replace(
-        value_sum=jnp.asarray(control.value_sum, jnp.float32) + value,
-        value_count=optax.safe_increment(jnp.asarray(control.value_count, jnp.int32)),
-    )
-
-
-def _remember(level, new_lr, decision, control, memory_len):
-    """The guard's memory after the guard: ``(level, decision, failed, memory)``.
-
-    A rise is limited to halfway (in log) to the remembered failed level
-    (:func:`autolr_jax.auto._rules.cap_rise`); an undo by the guard remembers the
-    level it undid, for ``memory_len`` probes."""
-    remembered = jnp.asarray(control.memory, jnp.int32) > 0
-    failed = jnp.where(remembered, jnp.asarray(control.failed, jnp.float32), jnp.inf)
-    undone = decision == DECISIONS["guard"]
-    new_lr, capped = cap_rise(level, new_lr, failed)
-    capped = capped & ~undone
-    decision = jnp.where(capped, jnp.int32(DECISIONS["capped"]), decision)
-    failed = jnp.where(undone, jnp.minimum(level, failed), failed)
-    memory = jnp.where(
-        undone, jnp.int32(memory_len), jnp.maximum(jnp.asarray(control.memory, jnp.int32) - 1, 0)
-    )
-    failed = jnp.where(memory > 0, failed, jnp.inf).astype(jnp.float32)
-    return new_lr, decision, failed, memory
-
-
-def _factory_name(optimizer: Any) -> str:
-    mod = getattr(optimizer, "__module__", "") or ""
-    name = getattr(optimizer, "__qualname__", None) or getattr(optimizer, "__name__", None)
-    if name is None:
-        return repr(optimizer)
-    return f"{mod.split('.')[0]}.{name}" if mod.startswith("optax") else name
-
-
-def _check_optimizer(optimizer: Any, learning_rate: Any, inner_kwargs: dict) -> str:
-    if isinstance(optimizer, optax.GradientTransformation) or not callable(optimizer):
-        raise ValueError(
-            "optimizer must be an Optax optimizer factory taking learning_rate, such as "
-            f"optax.sgd (the function, not optax.sgd(...)), got {optimizer!r}"
-        )
-    name = _factory_name(optimizer)
-    try:
-        signature = inspect.signature(optimizer)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"optimizer {name} has no inspectable signature; auto_lr needs a factory with a "
-            "learning_rate argument, such as optax.sgd"
-        ) from None
-    params = signature.parameters
-    var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    if "learning_rate" not in params and not var_kw:
-        raise ValueError(
-            f"optimizer must be an Optax optimizer factory with a learning_rate argument, "
-            f"but {name}{signature} has none"
-        )
-    try:
-        signature.bind(learning_rate=learning_rate, **inner_kwargs)
-    except TypeError as e:
-        raise ValueError(
-            f"optimizer {name}{signature} does not accept the keyword arguments "
-            f"{sorted(inner_kwargs)} passed through auto_lr: {e}"
-        ) from None
-    return name
-
-
-def _check_schedule(schedule: Any) -> optax.Schedule | None:
-    """``schedule`` checked: None, or a callable of the count whose value at 0 is in [0, 1]."""
-    if schedule is None:
-        return None
-    if not callable(schedule):
-        raise ValueError(
-            "schedule must be None or an Optax schedule of the update count with values in "
-            f"[0, 1] (the budget shape, e.g. warmup_stable_decay(1.0, total_steps)), got "
-            f"{schedule!r}"
-        )
-    try:
-        first = np.asarray(schedule(jnp.zeros((), jnp.int32)))
-    except Exception as e:  # noqa: BLE001 - any failure means it is not a schedule
-        raise ValueError(
-            f"schedule must be callable as schedule(count) -> a number in [0, 1], "
-            f"but schedule(0) raised {type(e).__name__}: {e}"
-        ) from None
-    if (
-        first.shape != ()
-        or not np.issubdtype(first.dtype, np.number)
-        or not (0.0 <= float(first) <= 1.0)
-    ):
-        raise ValueError(
-            "schedule must return a scalar in [0, 1] (a shape: the learning rate is "
-            f"level * schedule(count)), got schedule(0) = {first!r}"
-        )
-    return schedule
 
 
 def _shape_at(schedule: optax.Schedule, count: Any) -> jax.Array:
@@ -329,175 +178,6 @@ def _slope(grads: Any, updates: Any) -> jax.Array:
         for g, u in zip(jax.tree.leaves(grads), jax.tree.leaves(updates), strict=True)
     ]
     return sum(parts, jnp.zeros((), jnp.float32))
-
-
-class _Settings(NamedTuple):
-    """The arguments of :func:`auto_lr`, checked and converted (plus what follows from them)."""
-
-    learning_rate: Any
-    factors: Any
-    floor: Any
-    ceiling: Any
-    every: Any
-    min_lr: Any
-    max_lr: Any
-    has_aux: Any
-    score_fn: Any
-    chunk_size: Any
-    lookahead: Any
-    rule_name: Any
-    rule_fn: Any
-    schedule: Any
-    guard: Any
-    initial_search: Any
-    probe_during_decay: Any
-    search_safety: Any
-    guard_tolerance: Any
-    guard_memory: Any
-    guard_on: Any
-    grid: Any
-    needs_loss0: Any
-    backoff: Any
-
-
-# fmt: off
-def _checked(
-    optimizer, learning_rate, loss_fn, factors, every, min_lr, max_lr, has_aux, score,
-    strategy, chunk_size, axis_name, lookahead, rule, schedule, probe_during_decay,
-    initial_search, search_safety, guard, guard_tolerance, guard_memory, guard_on, inner_kwargs,
-) -> _Settings:
-    """Every check of :func:`auto_lr`, up front and before any tracing: a ValueError naming
-    the argument, its value and the allowed range."""
-    # fmt: on
-    if callable(learning_rate) or isinstance(learning_rate, (bool, np.bool_)):
-        raise ValueError(
-            "learning_rate must be the initial learning rate, a number > 0 (auto_lr sets it; "
-            f"schedules are not accepted), got {learning_rate!r}"
-        )
-    check_real("learning_rate", learning_rate, lo=0.0, lo_open=True, scalar=True)
-    _check_optimizer(optimizer, learning_rate, inner_kwargs)
-    if loss_fn is None:
-        raise ValueError("loss_fn is required: loss_fn(params, batch) -> scalar loss")
-    if not callable(loss_fn):
-        raise ValueError(f"loss_fn must be callable as loss_fn(params, batch), got {loss_fn!r}")
-    factors = check_positive_sequence("factors", factors, distinct=True)
-    floor, ceiling = level_bounds(factors)
-    if floor > ceiling:
-        raise ValueError(
-            f"factors must span less than float32's range (max / min < 2**254), got {factors!r}"
-        )
-    if not floor <= float(learning_rate) <= ceiling:
-        raise ValueError(
-            f"learning_rate must be in [{floor}, {ceiling}] for factors {factors!r} (every "
-            f"candidate's learning_rate * factor must be a normal, finite float32), "
-            f"got {learning_rate!r}"
-        )
-    if every is None:
-        raise ValueError(
-            "every is required: the probe interval in update calls (e.g. steps per epoch)"
-        )
-    every = check_int("every", every, lo=1, hi=2**31 - 1)
-    check_real("min_lr", min_lr, lo=0.0, hi=ceiling, scalar=True)
-    check_real("max_lr", max_lr, lo=float(min_lr), lo_open=True, allow_inf=True, scalar=True)
-    if float(max_lr) < floor:
-        raise ValueError(
-            f"max_lr must be >= {floor}, the smallest learning rate auto_lr keeps for factors "
-            f"{factors!r}, got {max_lr!r}"
-        )
-    if not isinstance(has_aux, (bool, np.bool_)):
-        raise ValueError(f"has_aux must be True or False, got {has_aux!r}")
-    score_fn = resolve_score(score)
-    chunk_size = check_strategy(
-        strategy, chunk_size, choices=PROBE_STRATEGIES, candidates="candidates"
-    )
-    if axis_name is not None and not isinstance(axis_name, Hashable):
-        raise ValueError(f"axis_name must be a mapped axis name or None, got {axis_name!r}")
-    lookahead = check_int("lookahead", lookahead, lo=1, hi=10_000)
-    rule_name, rule_fn = resolve_rule(rule)
-    if rule_name == "armijo" and lookahead > 1:
-        raise ValueError(
-            f"rule='armijo' (the default) compares one-step candidates with the slope <g, u>; "
-            f"it needs lookahead=1, got lookahead={lookahead!r} (pass rule='seed' for a "
-            "look-ahead probe)"
-        )
-    schedule = _check_schedule(schedule)
-    for flag_name, flag in (
-        ("probe_during_decay", probe_during_decay),
-        ("initial_search", initial_search),
-    ):
-        if not isinstance(flag, (bool, np.bool_)):
-            raise ValueError(f"{flag_name} must be True or False, got {flag!r}")
-    if guard is not None and not isinstance(guard, (bool, np.bool_)):
-        raise ValueError(
-            f"guard must be True, False or None (on unless rule='seed'), got {guard!r}"
-        )
-    check_real("search_safety", search_safety, lo=1.0, hi=1e4, scalar=True)
-    check_real("guard_tolerance", guard_tolerance, lo=0.0, scalar=True)
-    guard = rule_name != "seed" if guard is None else bool(guard)
-    guard_memory = check_int("guard_memory", guard_memory, lo=0, hi=2**31 - 1)
-    if guard_memory and not guard:
-        raise ValueError(
-            f"guard_memory={guard_memory!r} remembers the levels the guard undid; it needs the "
-            "guard on (guard=True, or guard=None with a rule other than 'seed')"
-        )
-    if not (isinstance(guard_on, str) and guard_on in GUARD_SIGNALS):
-        raise ValueError(
-            f"guard_on must be one of {GUARD_SIGNALS} (what the guard compares: the probe "
-            f"batch's loss at successive probes, or the mean of update's value= between "
-            f"probes), got {guard_on!r}"
-        )
-    if guard_on == "value" and not guard:
-        raise ValueError(
-            "guard_on='value' is what the guard compares; it needs the guard on (guard=True, "
-            "or guard=None with a rule other than 'seed')"
-        )
-    initial_search = bool(initial_search)
-    probe_during_decay = bool(probe_during_decay)
-    search_safety, guard_tolerance = float(search_safety), float(guard_tolerance)
-    grid = search_grid() if initial_search else ()
-    if initial_search:
-        # The level must also leave every grid candidate's rate normal and finite.
-        g_floor, g_ceiling = level_bounds(grid)
-        floor, ceiling = max(floor, g_floor), min(ceiling, g_ceiling)
-        if not floor <= float(learning_rate) <= ceiling:
-            raise ValueError(
-                f"learning_rate must be in [{floor}, {ceiling}] with initial_search=True (every "
-                f"search candidate's learning_rate * 10**k, |k| <= 4, must be a normal, finite "
-                f"float32), got {learning_rate!r}"
-            )
-    # loss0 = loss_fn(params, batch), one forward more per probe, when a rule needs it.
-    needs_loss0 = guard or initial_search or rule_name != "seed"
-    backoff = min(1.0, min(factors))
-
-    has_aux = bool(has_aux)
-    learning_rate = float(learning_rate)
-    min_lr, max_lr = float(min_lr), float(max_lr)
-    return _Settings(
-        learning_rate=learning_rate,
-        factors=factors,
-        floor=floor,
-        ceiling=ceiling,
-        every=every,
-        min_lr=min_lr,
-        max_lr=max_lr,
-        has_aux=has_aux,
-        score_fn=score_fn,
-        chunk_size=chunk_size,
-        lookahead=lookahead,
-        rule_name=rule_name,
-        rule_fn=rule_fn,
-        schedule=schedule,
-        guard=guard,
-        initial_search=initial_search,
-        probe_during_decay=probe_during_decay,
-        search_safety=search_safety,
-        guard_tolerance=guard_tolerance,
-        guard_memory=guard_memory,
-        guard_on=guard_on,
-        grid=grid,
-        needs_loss0=needs_loss0,
-        backoff=backoff,
-    )
 
 
 def auto_lr(
@@ -828,7 +508,7 @@ def auto_lr(
         chunk_size, lookahead, rule_name, rule_fn, schedule, guard, initial_search,
         probe_during_decay, search_safety, guard_tolerance, guard_memory, guard_on, grid,
         needs_loss0, backoff,
-    ) = _checked(
+    ) = check_settings(
         optimizer, learning_rate, loss_fn, factors, every, min_lr, max_lr, has_aux, score,
         strategy, chunk_size, axis_name, lookahead, rule, schedule, probe_during_decay,
         initial_search, search_safety, guard, guard_tolerance, guard_memory, guard_on,
@@ -880,8 +560,8 @@ def auto_lr(
     def scalar_loss(params, batch):
         return as_scalar_loss(loss_fn(params, batch), has_aux)
 
-    def update_fn(updates, state, params=None, *, batch=_MISSING, **extra_args):
-        if batch is _MISSING:
+    def update_fn(updates, state, params=None, *, batch=MISSING, **extra_args):
+        if batch is MISSING:
             raise TypeError(
                 "auto_lr: update needs the probe batch passed as a keyword: "
                 "tx.update(grads, state, params, batch=batch) (inside optax.chain and "
@@ -896,7 +576,7 @@ def auto_lr(
         control = state.control
         tel = state.telemetry
         if guard_on == "value":
-            control = _with_value(control, extra_args.get("value", _MISSING), axis_name)
+            control = add_value(control, extra_args.get("value", MISSING), axis_name)
         count = jnp.asarray(inject_state.count, jnp.int32)
         if schedule is None:
             # The injected learning rate is the level (users may assign it).
@@ -997,28 +677,11 @@ def auto_lr(
                 first = jnp.zeros((), jnp.bool_)
                 losses, scores, search_losses, multiplier, decision = regular(None)
             new_lr, clamped = next_learning_rate(level, multiplier, min_lr, max_lr, floor, ceiling)
-            value_sum = jnp.asarray(control.value_sum, jnp.float32)
-            value_count = jnp.asarray(control.value_count, jnp.int32)
-            last_value = jnp.asarray(control.last_value, jnp.float32)
-            if guard_on == "value":
-                # The mean training loss of the interval since the last probe against that
-                # of the interval before it: many batches each, so not the noise of one.
-                signal = value_sum / jnp.maximum(value_count, 1).astype(jnp.float32)
-                last_signal = last_value
-                value_sum, value_count, last_value = jnp.float32(0), jnp.int32(0), signal
-            else:
-                signal, last_signal = loss0, control.last_loss0
-            if guard:
-                new_lr, clamped, decision = _guard(
-                    level, new_lr, clamped, decision, signal, last_signal, control, first,
-                    guard_tolerance, backoff, (min_lr, max_lr, floor, ceiling),
-                )  # fmt: skip
-            failed = jnp.asarray(control.failed, jnp.float32)
-            memory = jnp.asarray(control.memory, jnp.int32)
-            if guard_memory:
-                new_lr, decision, failed, memory = _remember(
-                    level, new_lr, decision, control, guard_memory
-                )
+            new_lr, clamped, decision, new_control = settle(
+                level, new_lr, clamped, decision, loss0, first, control, guard=guard,
+                guard_on=guard_on, tolerance=guard_tolerance, backoff=backoff,
+                memory_len=guard_memory, bounds=(min_lr, max_lr, floor, ceiling),
+            )  # fmt: skip
             telemetry = AutoLRTelemetry(
                 losses=losses,
                 scores=scores,
@@ -1030,26 +693,15 @@ def auto_lr(
                 level=new_lr,
                 search_losses=search_losses,
             )
-            rose = new_lr > level
-            new_control = AutoLRControl(
-                level=new_lr,
-                last_loss0=loss0,
-                before_rise=jnp.where(rose, level, jnp.asarray(control.before_rise, jnp.float32)),
-                rose=rose,
-                peaked=jnp.asarray(control.peaked, jnp.bool_),
-                failed=failed,
-                memory=memory,
-                value_sum=value_sum,
-                value_count=value_count,
-                last_value=last_value,
-            )
             return new_lr, telemetry, new_control
 
         def skip(_):
             # Both branches of the cond must return the same dtypes (a restored state may
             # hold NumPy arrays or Python scalars).
-            return lr, _cast(tel, _TELEMETRY_DTYPES), _cast(control, _CONTROL_DTYPES)._replace(
-                level=lr
+            return (
+                lr,
+                _cast(tel, _TELEMETRY_DTYPES),
+                _cast(control, _CONTROL_DTYPES)._replace(level=lr),
             )
 
         is_probe = count % every == 0
