@@ -11,7 +11,8 @@ Methods: Adam with a constant and with a cosine learning rate from each initial
 learning rate of ``LRS``; ``auto_lr(optax.adam, ...)`` with each rule, with and
 without ``initial_search`` and with and without the budget shape
 ``warmup_stable_decay(1.0, total_steps)``, from the same initial learning rates;
-prodigy at its defaults. Three seeds each (initialisation and batch order).
+variants of the guard, of Armijo's c, and probes scored on held-out data (see
+:func:`plan`); prodigy at its defaults. Three seeds each (initialisation and batch order).
 
     python -m benchmarks.digits                # plan, run, report (~5 min on 2 CPU cores)
     python -m benchmarks.digits plan           # list the runs

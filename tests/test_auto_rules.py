@@ -263,15 +263,15 @@ def test_guard_on_value_keeps_good_rises_that_batch_noise_undoes():
     def loss(w, c):
         return 0.5 * jnp.sum((w - target) ** 2) + 1.0 + c
 
-    def run(guard_on):
-        tx = al.auto_lr(
-            optax.sgd, 1e-3, loss_fn=loss, every=every, initial_search=False, guard_on=guard_on
-        )
+    def run(guard_on, pass_value=True):
+        kw = {} if guard_on == "default" else {"guard_on": guard_on}
+        tx = al.auto_lr(optax.sgd, 1e-3, loss_fn=loss, every=every, initial_search=False, **kw)
 
         @jax.jit
         def step(w, state, c):
             value, g = jax.value_and_grad(loss)(w, c)
-            u, state = tx.update(g, state, w, batch=c, value=value)
+            extra = {"value": value} if pass_value else {}
+            u, state = tx.update(g, state, w, batch=c, **extra)
             return optax.apply_updates(w, u), state
 
         w, state = jnp.zeros(2), tx.init(jnp.zeros(2))
@@ -287,6 +287,11 @@ def test_guard_on_value_keeps_good_rises_that_batch_noise_undoes():
     assert value_d == ["accept"] * probes  # every rise kept: 1e-3 * 2**9
     np.testing.assert_allclose(value_level, 1e-3 * 2.0**probes, rtol=1e-6)
     assert "guard" in probe_d and probe_level < value_level / 2
+    # The default (guard_on=None) compares value= where the update gets it, and the probe
+    # batches' losses where it does not.
+    assert run("default") == (value_d, value_level)
+    assert run("default", pass_value=False) == (probe_d, probe_level)
+    assert run("probe", pass_value=False) == (probe_d, probe_level)
 
 
 def test_guard_on_value_needs_a_scalar_value():

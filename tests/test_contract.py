@@ -179,6 +179,12 @@ CASES = [
         },
     ),
     Case(
+        # The default guard_on=None with value= given: the guard compares interval means.
+        "auto_lr_default_guard_given_value",
+        lambda: al.auto_lr(optax.sgd, learning_rate=0.05, loss_fn=loss_fn, every=2),
+        extra=lambda step, loss: {"batch": BATCH, "value": jnp.float32(2.0 / (1 + step))},
+    ),
+    Case(
         "auto_lr_custom_rule_guard",
         lambda: al.auto_lr(
             optax.sgd,
@@ -412,8 +418,8 @@ def test_rules_keep_min_lr_and_max_lr(name):
         (dict(guard_memory=2.5), "guard_memory must be"),
         (dict(guard_memory=3, guard=False), "guard_memory=3 .* needs the guard on"),
         (dict(guard_memory=3, rule="seed"), "guard_memory=3 .* needs the guard on"),
-        (dict(guard_on="loss"), "guard_on must be one of"),
-        (dict(guard_on=None), "guard_on must be one of"),
+        (dict(guard_on="loss"), "guard_on must be None or one of"),
+        (dict(guard_on=1), "guard_on must be None or one of"),
         (dict(guard_on="value", guard=False), "guard_on='value' .* needs the guard on"),
         (dict(guard_on="value", rule="seed"), "guard_on='value' .* needs the guard on"),
         (dict(initial_search=True, learning_rate=1e36), "learning_rate must be in.*initial_search"),

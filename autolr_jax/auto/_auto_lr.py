@@ -107,10 +107,10 @@ class AutoLRControl(NamedTuple):
         ``guard_memory`` probes (``inf`` when none is remembered, and always
         with ``guard_memory=0``).
       memory: int32, how many more probes ``failed`` is remembered for.
-      value_sum: float32, with ``guard_on="value"``: the sum of the ``value=``
+      value_sum: float32, where the guard compares ``value=``: the sum of the ``value=``
         passed to the updates since the last probe (0 otherwise).
       value_count: int32, how many updates that sum holds.
-      last_value: float32, with ``guard_on="value"``: the mean ``value`` of the
+      last_value: float32, where the guard compares ``value=``: the mean ``value`` of the
         interval that ended at the last probe, what the guard compares the next
         interval's mean with (0 otherwise and before the first probe).
     """
@@ -204,7 +204,7 @@ def auto_lr(
     guard: bool | None = None,
     guard_tolerance: float = 0.05,
     guard_memory: int = 0,
-    guard_on: str = "probe",
+    guard_on: str | None = None,
     **inner_kwargs: Any,
 ) -> optax.GradientTransformationExtraArgs:
     """Wraps an Optax optimizer so that its learning rate is set by probing factors of it.
@@ -419,17 +419,20 @@ def auto_lr(
         (decision ``"capped"``), so the probes bisect towards the edge instead of
         re-trying the rise that failed every other probe. ``0`` (default): no
         memory.
-      guard_on: what the guard compares. ``"probe"`` (default): the loss at the
-        current parameters on this probe's batch against the same at the last
-        probe, two different batches, so a rise is judged within one batch's
-        noise (``guard_tolerance`` has to cover it). ``"value"``: the mean of the
+      guard_on: what the guard compares. ``"probe"``: the loss at the current
+        parameters on this probe's batch against the same at the last probe, two
+        different batches, so a rise is judged within one batch's noise
+        (``guard_tolerance`` has to cover it). ``"value"``: the mean of the
         training losses passed as ``update(..., value=loss)`` over the updates
         since the last probe against the mean over the interval before it (the
         one at the level before the rise): like with like, many batches each, so
         the guard undoes a rise only when the training loss got worse on
         average. ``update`` then needs ``value=``, a float scalar (averaged
         over ``axis_name`` when given); it is also forwarded to the wrapped
-        optimizer, like every extra keyword.
+        optimizer, like every extra keyword. ``None`` (default): ``"value"``
+        where ``update`` is called with ``value=`` (decided when it is traced,
+        like Optax's line search uses ``value=`` when given), ``"probe"`` where
+        it is not.
       **inner_kwargs: passed to ``optimizer``, e.g. ``momentum=0.9``,
         ``nesterov=True``, ``weight_decay=1e-4``.
 
@@ -441,7 +444,8 @@ def auto_lr(
     Raises:
       ValueError: at construction, for any invalid argument (the message names it).
       TypeError: at trace time, when ``update`` is called without ``batch=`` or
-        ``params`` (or, with ``guard_on="value"``, without a scalar ``value=``).
+        ``params`` (or, with ``guard_on="value"``, without ``value=``), or with a
+        ``value=`` that is not a float scalar where the guard compares it.
 
     Example:
       >>> import jax, jax.numpy as jnp, optax, autolr_jax
@@ -575,7 +579,9 @@ def auto_lr(
         inject_state = state.inject_state
         control = state.control
         tel = state.telemetry
-        if guard_on == "value":
+        # guard_on=None: the training loss where the caller passes it (fixed per trace).
+        signal_on = guard_on or ("value" if guard and "value" in extra_args else "probe")
+        if signal_on == "value":
             control = add_value(control, extra_args.get("value", MISSING), axis_name)
         count = jnp.asarray(inject_state.count, jnp.int32)
         if schedule is None:
@@ -679,7 +685,7 @@ def auto_lr(
             new_lr, clamped = next_learning_rate(level, multiplier, min_lr, max_lr, floor, ceiling)
             new_lr, clamped, decision, new_control = settle(
                 level, new_lr, clamped, decision, loss0, first, control, guard=guard,
-                guard_on=guard_on, tolerance=guard_tolerance, backoff=backoff,
+                guard_on=signal_on, tolerance=guard_tolerance, backoff=backoff,
                 memory_len=guard_memory, bounds=(min_lr, max_lr, floor, ceiling),
             )  # fmt: skip
             telemetry = AutoLRTelemetry(

@@ -210,11 +210,11 @@ def check_settings(
             f"guard_memory={guard_memory!r} remembers the levels the guard undid; it needs the "
             "guard on (guard=True, or guard=None with a rule other than 'seed')"
         )
-    if not (isinstance(guard_on, str) and guard_on in GUARD_SIGNALS):
+    if guard_on is not None and not (isinstance(guard_on, str) and guard_on in GUARD_SIGNALS):
         raise ValueError(
-            f"guard_on must be one of {GUARD_SIGNALS} (what the guard compares: the probe "
-            f"batch's loss at successive probes, or the mean of update's value= between "
-            f"probes), got {guard_on!r}"
+            f"guard_on must be None or one of {GUARD_SIGNALS} (what the guard compares: the "
+            f"probe batch's loss at successive probes, or the mean of update's value= between "
+            f"probes; None: value where update gets value=), got {guard_on!r}"
         )
     if guard_on == "value" and not guard:
         raise ValueError(
