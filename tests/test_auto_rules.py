@@ -294,12 +294,68 @@ def test_guard_on_value_keeps_good_rises_that_batch_noise_undoes():
     assert run("probe", pass_value=False) == (probe_d, probe_level)
 
 
+def test_default_guard_switches_signal_without_undoing_a_good_rise():
+    # guard_on=None: updates without value= use the probe guard, updates with it the interval
+    # means. A switch midway has no interval mean to compare with yet (NaN), so the first
+    # probe after it keeps the rise (with a baseline of 0 it would undo every rise).
+    every = 10
+    target = jnp.array([2.0, -2.0])
+
+    def loss(w, batch):
+        return 0.5 * jnp.sum((w - target) ** 2) + 1.0
+
+    tx = al.auto_lr(optax.sgd, 1e-3, loss_fn=loss, every=every, initial_search=False)
+
+    def make_step(pass_value):
+        @jax.jit
+        def step(w, state):
+            value, g = jax.value_and_grad(loss)(w, None)
+            extra = {"value": value} if pass_value else {}
+            u, state = tx.update(g, state, w, batch=None, **extra)
+            return optax.apply_updates(w, u), state
+
+        return step
+
+    steps = {False: make_step(False), True: make_step(True)}
+    w, state = jnp.zeros(2), tx.init(jnp.zeros(2))
+    assert np.isnan(float(state.control.last_value))
+    decisions = []
+    for t in range(6 * every):
+        w, state = steps[t >= 3 * every](w, state)
+        if t % every == 0:
+            decisions.append(DECISION_NAMES[int(state.telemetry.decision)])
+    assert decisions == ["accept"] * 6, decisions
+    assert int(state.control.value_count) == every - 1
+    assert np.isfinite(float(state.control.last_value))
+
+
+def test_default_guard_leaves_a_value_it_cannot_use_alone():
+    w = jnp.zeros(5, jnp.float32)
+    g = jax.grad(jloss)(w, (X32, Y32))
+    # rule="seed" has no guard: value= (whatever it is) is only forwarded; value=None is
+    # no value.
+    tx = al.auto_lr(optax.sgd, 0.05, loss_fn=jloss, every=EVERY, rule="seed")
+    tx.update(g, tx.init(w), w, batch=(X32, Y32), value=jnp.ones(3))
+    tx = al.auto_lr(optax.sgd, 0.05, loss_fn=jloss, every=EVERY)
+    _, state = tx.update(g, tx.init(w), w, batch=(X32, Y32), value=None)
+    assert int(state.control.value_count) == 0
+    # With the guard on, a value= it would compare must be the scalar loss; the message says
+    # how to leave it alone.
+    with pytest.raises(TypeError, match="guard_on='probe' to leave value= to other"):
+        tx.update(g, tx.init(w), w, batch=(X32, Y32), value=jnp.ones(3))
+    tx = al.auto_lr(optax.sgd, 0.05, loss_fn=jloss, every=EVERY, guard_on="probe")
+    _, state = tx.update(g, tx.init(w), w, batch=(X32, Y32), value=jnp.ones(3))
+    assert int(state.control.value_count) == 0
+
+
 def test_guard_on_value_needs_a_scalar_value():
     tx = al.auto_lr(optax.sgd, 0.05, loss_fn=jloss, every=EVERY, guard_on="value")
     w = jnp.zeros(5, jnp.float32)
     g, state = jax.grad(jloss)(w, (X32, Y32)), tx.init(w)
     with pytest.raises(TypeError, match="needs the training loss passed as a keyword"):
         tx.update(g, state, w, batch=(X32, Y32))
+    with pytest.raises(TypeError, match="needs the training loss passed as a keyword"):
+        tx.update(g, state, w, batch=(X32, Y32), value=None)
     with pytest.raises(TypeError, match="value= must be the scalar floating-point"):
         tx.update(g, state, w, batch=(X32, Y32), value=jnp.ones(3))
     with pytest.raises(TypeError, match="value= must be the scalar floating-point"):

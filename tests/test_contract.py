@@ -182,7 +182,11 @@ CASES = [
         # The default guard_on=None with value= given: the guard compares interval means.
         "auto_lr_default_guard_given_value",
         lambda: al.auto_lr(optax.sgd, learning_rate=0.05, loss_fn=loss_fn, every=2),
-        extra=lambda step, loss: {"batch": BATCH, "value": jnp.float32(2.0 / (1 + step))},
+        # The same falling-then-jumping training loss as the guard_on="value" row.
+        extra=lambda step, loss: {
+            "batch": BATCH,
+            "value": jnp.float32(1.0 / (1 + step) if step < 5 else 4.0),
+        },
     ),
     Case(
         "auto_lr_custom_rule_guard",

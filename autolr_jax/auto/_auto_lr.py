@@ -112,7 +112,8 @@ class AutoLRControl(NamedTuple):
       value_count: int32, how many updates that sum holds.
       last_value: float32, where the guard compares ``value=``: the mean ``value`` of the
         interval that ended at the last probe, what the guard compares the next
-        interval's mean with (0 otherwise and before the first probe).
+        interval's mean with (NaN, no baseline, before the first probe and after a
+        probe whose guard compared the probe batches' losses).
     """
 
     level: jax.Array
@@ -406,11 +407,11 @@ def auto_lr(
         one compilation.
       search_safety: the step back from the search's best factor, in ``[1, 1e4]``.
       guard: the do-no-harm guard: if the last probe raised the level and the
-        loss at the current parameters is now worse than at that probe by more
-        than ``guard_tolerance`` (relative), the level returns to the one before
-        the rise (or lower, if the rule asks for lower); a non-finite loss at the
-        current parameters always backs off. ``None`` (default): on for every
-        rule but ``"seed"`` (which stays bit-identical). For Algorithm 1 exactly
+        loss has since got worse by more than ``guard_tolerance`` (relative; which
+        loss: ``guard_on``), the level returns to the one before the rise (or
+        lower, if the rule asks for lower); a non-finite loss always backs off.
+        ``None`` (default): on for every rule but ``"seed"`` (which stays
+        bit-identical). For Algorithm 1 exactly
         as earlier releases computed it: ``rule="seed", initial_search=False``.
       guard_tolerance: the relative loss increase the guard tolerates, >= 0.
       guard_memory: how many probes the guard remembers a level it undid, an
@@ -430,9 +431,9 @@ def auto_lr(
         average. ``update`` then needs ``value=``, a float scalar (averaged
         over ``axis_name`` when given); it is also forwarded to the wrapped
         optimizer, like every extra keyword. ``None`` (default): ``"value"``
-        where ``update`` is called with ``value=`` (decided when it is traced,
-        like Optax's line search uses ``value=`` when given), ``"probe"`` where
-        it is not.
+        where ``update`` is called with a ``value=`` that is not None (decided
+        when it is traced; ``value=`` is the keyword Optax's line searches and
+        ``reduce_on_plateau`` take), ``"probe"`` where it is not.
       **inner_kwargs: passed to ``optimizer``, e.g. ``momentum=0.9``,
         ``nesterov=True``, ``weight_decay=1e-4``.
 
@@ -551,7 +552,8 @@ def auto_lr(
             memory=jnp.zeros((), jnp.int32),
             value_sum=jnp.zeros((), jnp.float32),
             value_count=jnp.zeros((), jnp.int32),
-            last_value=jnp.zeros((), jnp.float32),
+            # NaN: no interval mean to compare with yet (the guard then does not undo).
+            last_value=jnp.full((), jnp.nan, jnp.float32),
         )
         inject_state = inner.init(params)
         if schedule is not None:
@@ -580,9 +582,11 @@ def auto_lr(
         control = state.control
         tel = state.telemetry
         # guard_on=None: the training loss where the caller passes it (fixed per trace).
-        signal_on = guard_on or ("value" if guard and "value" in extra_args else "probe")
+        given = extra_args.get("value") is not None
+        signal_on = guard_on or ("value" if guard and given else "probe")
         if signal_on == "value":
-            control = add_value(control, extra_args.get("value", MISSING), axis_name)
+            value = extra_args.get("value")
+            control = add_value(control, MISSING if value is None else value, axis_name, guard_on)
         count = jnp.asarray(inject_state.count, jnp.int32)
         if schedule is None:
             # The injected learning rate is the level (users may assign it).

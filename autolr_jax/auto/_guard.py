@@ -48,8 +48,11 @@ def _undo(level, new_lr, clamped, decision, signal, last, control, first, tolera
     )
 
 
-def add_value(control, value, axis_name):
-    """``control`` with ``value``, update's training loss, added to the interval's sum."""
+def add_value(control, value, axis_name, guard_on="value"):
+    """``control`` with ``value``, update's training loss, added to the interval's sum.
+
+    ``guard_on`` is auto_lr's argument, for the error messages (``None``: the
+    default, which compares ``value=`` because the update was given one)."""
     if value is MISSING:
         raise TypeError(
             "auto_lr(guard_on='value'): update needs the training loss passed as a keyword: "
@@ -57,8 +60,14 @@ def add_value(control, value, axis_name):
         )
     value = jnp.asarray(value)
     if value.shape != () or not jnp.issubdtype(value.dtype, jnp.floating):
+        why = (
+            "guard_on='value'"
+            if guard_on == "value"
+            else "the default guard_on=None compares the value= an update is given; pass "
+            "guard_on='probe' to leave value= to other transformations"
+        )
         raise TypeError(
-            "auto_lr(guard_on='value'): value= must be the scalar floating-point training "
+            f"auto_lr ({why}): value= must be the scalar floating-point training "
             f"loss, got shape {value.shape} and dtype {value.dtype}"
         )
     value = value.astype(jnp.float32)
@@ -113,6 +122,8 @@ def settle(level, new_lr, clamped, decision, loss0, first, control, *, guard, gu
         value_sum, value_count, last_value = jnp.float32(0), jnp.int32(0), signal
     else:
         signal, last_signal = loss0, control.last_loss0
+        # No interval mean to compare with should a later update pass value=.
+        last_value = jnp.float32(jnp.nan)
     if guard:
         new_lr, clamped, decision = _undo(
             level, new_lr, clamped, decision, signal, last_signal, control, first,
