@@ -112,7 +112,7 @@ class AutoLRControl(NamedTuple):
       value_count: int32, how many updates that sum holds.
       last_value: float32, where the guard compares ``value=``: the mean ``value`` of the
         interval that ended at the last probe, what the guard compares the next
-        interval's mean with (NaN, no baseline, before the first probe and after a
+        interval's mean with (inf, no baseline, before the first probe and after a
         probe whose guard compared the probe batches' losses).
     """
 
@@ -552,8 +552,9 @@ def auto_lr(
             memory=jnp.zeros((), jnp.int32),
             value_sum=jnp.zeros((), jnp.float32),
             value_count=jnp.zeros((), jnp.int32),
-            # NaN: no interval mean to compare with yet (the guard then does not undo).
-            last_value=jnp.full((), jnp.nan, jnp.float32),
+            # inf: no interval mean to compare with yet, so the guard does not undo (inf,
+            # not NaN, as `failed` does: jax_debug_nans users get no false alarm).
+            last_value=jnp.full((), jnp.inf, jnp.float32),
         )
         inject_state = inner.init(params)
         if schedule is not None:

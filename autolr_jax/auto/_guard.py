@@ -123,7 +123,7 @@ def settle(level, new_lr, clamped, decision, loss0, first, control, *, guard, gu
     else:
         signal, last_signal = loss0, control.last_loss0
         # No interval mean to compare with should a later update pass value=.
-        last_value = jnp.float32(jnp.nan)
+        last_value = jnp.float32(jnp.inf)
     if guard:
         new_lr, clamped, decision = _undo(
             level, new_lr, clamped, decision, signal, last_signal, control, first,
