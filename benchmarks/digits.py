@@ -384,6 +384,22 @@ def _pm(values, scale=1.0, digits=2) -> str:
     return f"{values.mean():.{digits}f} ± {values.std():.{digits}f}"
 
 
+def fit_table(df):
+    """Runs above 95 % test accuracy by final training loss: count, mean and min test loss."""
+    import pandas as pd
+
+    ok = df[df["test_acc"] > 0.95]
+    edges = [0.0, 1e-4, 1e-3, 5e-3, 2e-2, np.inf]
+    labels = ["< 1e-4", "1e-4 - 1e-3", "1e-3 - 5e-3", "5e-3 - 0.02", ">= 0.02"]
+    bins = pd.cut(ok["final_train_loss"], edges, labels=labels, right=False)
+    table = ok.groupby(bins, observed=False)["test_loss"].agg(["count", "mean", "min"])
+    table.index.name = "final training loss"
+    table = table.rename(columns={"count": "runs", "mean": "mean test loss", "min": "min"})
+    table.attrs["spearman"] = float(ok["final_train_loss"].rank().corr(ok["test_loss"].rank()))
+    table.attrs["runs"] = len(ok)
+    return table
+
+
 def report(path: pathlib.Path) -> str:
     """The Markdown report: per method and initial lr, mean ± std over seeds."""
     import pandas as pd
@@ -435,6 +451,7 @@ def report(path: pathlib.Path) -> str:
     auto = agg[agg["method"].str.startswith("auto")]
     by_method = auto.groupby("method")[["val_loss", "val_acc"]].mean().sort_values("val_loss")
     secs = df.groupby("method")["seconds"].sum()
+    fit = fit_table(df)
 
     lines = [
         "# Digits (MLP + Adam)",
@@ -466,6 +483,15 @@ def report(path: pathlib.Path) -> str:
         "## auto_lr settings ranked by validation loss averaged over every initial lr",
         "",
         by_method.to_markdown(floatfmt=".4f"),
+        "",
+        "## How far a run fits the training set against its test loss",
+        "",
+        "Every run above 95 % test accuracy, binned by its final training loss (the mean "
+        "over the last epoch): the lower the training loss, the higher the test loss "
+        f"(Spearman rank correlation {fit.attrs['spearman']:+.2f} over {fit.attrs['runs']} "
+        "runs).",
+        "",
+        fit.to_markdown(floatfmt=("", ".0f", ".3f", ".3f")),
         "",
         "## Seconds of runs per method (all initial lrs and seeds)",
         "",
