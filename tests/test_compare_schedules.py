@@ -169,8 +169,9 @@ def test_committed_results_keep_their_keys(preset):
                 committed[rec["key"]] = rec
             else:
                 later[rec["key"]] = rec
-    # Runs of groups added since (budget) and third seeds are planned runs too.
-    every = {r.key for r in plan.make_plan("cpu", preset, plan.GROUPS, [0, 1, 2], {})}
+    # Runs of groups added since (budget) and later seeds (2; 3 and 4 for wsd@1) are planned
+    # runs too.
+    every = {r.key for r in plan.make_plan("cpu", preset, plan.GROUPS, [0, 1, 2, 3, 4], {})}
     assert later and set(later) <= every
     runs = {r.key: r for r in plan.make_plan("cpu", preset, plan.COMPARISON_GROUPS, [0, 1], {})}
     assert set(runs) == set(committed) and len(runs) == N_RUNS
