@@ -19,7 +19,7 @@ from autolr_jax.auto._combine import (
     score_candidates,
     weighted_geometric_mean,
 )
-from autolr_jax.auto._guard import MISSING, add_value, settle
+from autolr_jax.auto._guard import add_value, settle
 from autolr_jax.auto._probe import (
     apply_scaled,
     as_scalar_loss,
@@ -36,6 +36,9 @@ from autolr_jax.auto._scores import ScoreFn
 from autolr_jax.auto._settings import check_settings
 
 __all__ = ["AutoLRControl", "AutoLRState", "AutoLRTelemetry", "auto_lr"]
+
+# An absent keyword argument (None may be a user's value).
+MISSING = object()
 
 
 class AutoLRTelemetry(NamedTuple):
@@ -583,11 +586,10 @@ def auto_lr(
         control = state.control
         tel = state.telemetry
         # guard_on=None: the training loss where the caller passes it (fixed per trace).
-        given = extra_args.get("value") is not None
-        signal_on = guard_on or ("value" if guard and given else "probe")
+        value = extra_args.get("value")
+        signal_on = guard_on or ("value" if guard and value is not None else "probe")
         if signal_on == "value":
-            value = extra_args.get("value")
-            control = add_value(control, MISSING if value is None else value, axis_name, guard_on)
+            control = add_value(control, value, axis_name, guard_on)
         count = jnp.asarray(inject_state.count, jnp.int32)
         if schedule is None:
             # The injected learning rate is the level (users may assign it).

@@ -16,10 +16,7 @@ from jax import lax
 from autolr_jax.auto._combine import next_learning_rate
 from autolr_jax.auto._rules import DECISIONS, cap_rise, guard_level
 
-__all__ = ["MISSING", "add_value", "settle"]
-
-# An absent keyword argument (None may be a user's value).
-MISSING = object()
+__all__ = ["add_value", "settle"]
 
 
 def _undo(level, new_lr, clamped, decision, signal, last, control, first, tolerance, backoff,
@@ -53,7 +50,7 @@ def add_value(control, value, axis_name, guard_on="value"):
 
     ``guard_on`` is auto_lr's argument, for the error messages (``None``: the
     default, which compares ``value=`` because the update was given one)."""
-    if value is MISSING:
+    if value is None:  # absent, or value=None: no training loss
         raise TypeError(
             "auto_lr(guard_on='value'): update needs the training loss passed as a keyword: "
             "tx.update(grads, state, params, batch=batch, value=loss)"
