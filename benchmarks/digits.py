@@ -11,8 +11,10 @@ Methods: Adam with a constant and with a cosine learning rate from each initial
 learning rate of ``LRS``; ``auto_lr(optax.adam, ...)`` with each rule, with and
 without ``initial_search`` and with and without the budget shape
 ``warmup_stable_decay(1.0, total_steps)``, from the same initial learning rates;
-variants of the guard, of Armijo's c, and probes scored on held-out data (see
-:func:`plan`); prodigy at its defaults. Three seeds each (initialisation and batch order).
+variants of the guard, of Armijo's c, of the probed factors and probes per epoch, and
+probes scored on held-out data (see :func:`plan`); prodigy at its defaults; and, as a
+diagnostic outside the sweep, constant Adam between the decade grid's points. Three seeds
+each (initialisation and batch order).
 
     python -m benchmarks.digits                # plan, run, report (~5 min on 2 CPU cores)
     python -m benchmarks.digits plan           # list the runs
@@ -36,6 +38,7 @@ from typing import Any
 import numpy as np
 
 LRS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+FINE_LRS = (5e-4, 7e-4, 1.4e-3, 2e-3, 3e-3, 5e-3)
 SEEDS = (0, 1, 2)
 BATCH = 128
 EPOCHS = 40
@@ -62,6 +65,12 @@ class Method:
     # Probe on held-out data: this fraction of the training split is kept out of the
     # gradient steps and every probe scores the candidates on all of it.
     probe_holdout: float = 0.0
+    # The probed factors (None: auto_lr's default, (2, 1, 0.5)).
+    factors: tuple[float, ...] | None = None
+    # Probes per epoch (auto_lr's every = steps per epoch // this).
+    probes_per_epoch: int = 1
+    # Initial learning rates (None: LRS); the finer constant grid only.
+    lrs: tuple[float, ...] | None = None
 
     def settings(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -138,7 +147,42 @@ def plan(quick: bool = False) -> list[Method]:
         ("auto-seed+search+wsd-holdout", "seed", "probe"),
     ):
         methods.append(Method(name, "auto", rule, True, True, guard_on=guard_on, probe_holdout=0.2))
+    # Finer factors, 2 ** (+-1 / p): the rule moves the level by at most that much a probe,
+    # so its limit cycle about the edge of sufficient decrease is narrower than with (2, 1, 0.5).
+    for p in (2, 3, 4):
+        factors = (2.0 ** (1 / p), 1.0, 2.0 ** (-1 / p))
+        for guard_on in ("probe", "value"):
+            suffix = f"-f{p}" + ("-value" if guard_on == "value" else "")
+            methods.append(
+                Method(
+                    f"auto-armijo+search+wsd{suffix}",
+                    "auto",
+                    "armijo",
+                    True,
+                    True,
+                    guard_on=guard_on,
+                    factors=factors,
+                )
+            )
+    # 2 ** (+-1 / 3) probed three times an epoch: the same largest change per epoch (x2)
+    # as (2, 1, 0.5) once an epoch, in finer steps.
+    for guard_on in ("probe", "value"):
+        methods.append(
+            Method(
+                "auto-armijo+search+wsd-f3x3" + ("-value" if guard_on == "value" else ""),
+                "auto",
+                "armijo",
+                True,
+                True,
+                guard_on=guard_on,
+                factors=(2.0 ** (1 / 3), 1.0, 2.0 ** (-1 / 3)),
+                probes_per_epoch=3,
+            )
+        )
     methods.append(Method("prodigy", "prodigy"))
+    # Constant Adam between the decade grid's points: how narrow the test-loss optimum is
+    # (a diagnostic; not part of the sweep whose best run the targets use).
+    methods.append(Method("adam-constant-fine", "constant", lrs=FINE_LRS))
     if quick:
         keep = {"adam-constant", "auto-armijo+search+wsd"}
         methods = [m for m in methods if m.name in keep]
@@ -190,6 +234,7 @@ def _build(method: Method, steps: int, every: int):
         guard_memory=method.guard_memory,
         guard_tolerance=method.guard_tolerance,
         guard_on=method.guard_on,
+        **({} if method.factors is None else {"factors": method.factors}),
     )
 
     def with_lr(state, lr):
@@ -259,8 +304,9 @@ def run_method(method: Method, data, epochs: int, seeds, lrs) -> list[dict[str, 
             x_tr, y_tr, test_size=method.probe_holdout, stratify=y_tr, random_state=0
         )
         probe_batch = (jnp.asarray(x_probe), jnp.asarray(y_probe))
-    every = len(x_tr) // BATCH
-    steps = every * epochs
+    per_epoch = len(x_tr) // BATCH
+    steps = per_epoch * epochs
+    every = max(1, per_epoch // method.probes_per_epoch)
     built, lr_in_tx = _build(method, steps, every)
     x_tr_j, y_tr_j = jnp.asarray(x_tr), jnp.asarray(y_tr)
 
@@ -301,12 +347,17 @@ def run_method(method: Method, data, epochs: int, seeds, lrs) -> list[dict[str, 
     run_j = jax.jit(run)
     compiled = None
     rows = []
+    if method.lrs is not None:
+        lrs = method.lrs
     for lr in lrs if method.kind != "prodigy" else (1.0,):
         for seed in seeds:
             rng = np.random.default_rng(seed)
             n = len(x_tr)
             order = np.stack(
-                [rng.permutation(n)[: every * BATCH].reshape(every, BATCH) for _ in range(epochs)]
+                [
+                    rng.permutation(n)[: per_epoch * BATCH].reshape(per_epoch, BATCH)
+                    for _ in range(epochs)
+                ]
             ).reshape(steps, BATCH)
             args = (jnp.float32(lr), jax.random.key(seed), jnp.asarray(order))
             if compiled is None:  # once per method; compilation is not timed
@@ -315,7 +366,8 @@ def run_method(method: Method, data, epochs: int, seeds, lrs) -> list[dict[str, 
             out = jax.device_get(compiled(*args))
             seconds = time.perf_counter() - t0
             losses, applied, (decision, multiplier, loss0), val, test = out
-            probes = np.arange(0, steps, every)
+            # One record an epoch (with several probes an epoch, the epoch's first).
+            probes = np.arange(0, steps, per_epoch)
             rows.append(
                 {
                     "method": method.name,
@@ -324,12 +376,13 @@ def run_method(method: Method, data, epochs: int, seeds, lrs) -> list[dict[str, 
                     "seed": seed,
                     "steps": steps,
                     "every": every,
+                    "steps_per_epoch": per_epoch,
                     "seconds": round(seconds, 3),
                     "val_loss": float(val[0]),
                     "val_acc": float(val[1]),
                     "test_loss": float(test[0]),
                     "test_acc": float(test[1]),
-                    "final_train_loss": float(np.mean(losses[-every:])),
+                    "final_train_loss": float(np.mean(losses[-per_epoch:])),
                     "train_loss_per_epoch": [float(x) for x in losses[probes]],
                     "lr_per_epoch": [float(x) for x in applied[probes]],
                     "decision_per_probe": [int(x) for x in decision[probes]],
@@ -400,13 +453,59 @@ def fit_table(df):
     return table
 
 
+def level_table(df):
+    """Per automated method: the applied lr at the probes before the cooldown, median and spread.
+
+    From the second probe (the first is the search) to the last before the budget shape's
+    cooldown (the last 20 % of the updates), so that the shape does not count as a swing.
+    """
+    import pandas as pd
+
+    rows = {}
+    for method, g in df[df["method"].str.startswith("auto")].groupby("method", sort=False):
+        lrs = np.concatenate(
+            [np.asarray(x[1 : int(0.8 * len(x))], np.float64) for x in g["lr_per_epoch"]]
+        )
+        lrs = lrs[np.isfinite(lrs)]
+        if len(lrs):
+            rows[method] = {
+                "median lr": np.median(lrs),
+                "p10": np.percentile(lrs, 10),
+                "p90": np.percentile(lrs, 90),
+            }
+    table = pd.DataFrame(rows).T
+    table.index.name = "method"
+    return table
+
+
+def fine_constant_table(df, fine, best_loss):
+    """Constant Adam on the finer grid (and the decade grid's points inside it), by lr."""
+    import pandas as pd
+
+    runs = pd.concat([df[df["method"] == "adam-constant"], fine])
+    runs = runs[(runs["lr0"] >= min(FINE_LRS)) & (runs["lr0"] <= max(FINE_LRS))]
+    table = runs.groupby("lr0").agg(
+        runs=("test_loss", "size"),
+        val_loss=("val_loss", "mean"),
+        test_loss=("test_loss", "mean"),
+        test_acc=("test_acc", lambda x: 100 * x.mean()),
+        final_train_loss=("final_train_loss", "mean"),
+    )
+    table["test loss vs best"] = [f"{(x / best_loss - 1) * 100:+.0f} %" for x in table["test_loss"]]
+    table.index = [f"{x:g}" for x in table.index]
+    table.index.name = "constant lr"
+    return table
+
+
 def report(path: pathlib.Path) -> str:
     """The Markdown report: per method and initial lr, mean ± std over seeds."""
     import pandas as pd
 
     machine, runs = read_runs(path)
-    df = pd.DataFrame(runs)
-    df["lr0"] = df["lr0"].fillna(-1.0)
+    df_all = pd.DataFrame(runs)
+    df_all["lr0"] = df_all["lr0"].fillna(-1.0)
+    fine = df_all[df_all["method"] == "adam-constant-fine"]
+    df = df_all[df_all["method"] != "adam-constant-fine"]
     groups = df.groupby(["method", "lr0"], sort=False)
     agg = groups.agg(
         val_loss=("val_loss", "mean"),
@@ -450,8 +549,12 @@ def report(path: pathlib.Path) -> str:
     # averaged over every initial lr (the goal is "good from any start").
     auto = agg[agg["method"].str.startswith("auto")]
     by_method = auto.groupby("method")[["val_loss", "val_acc"]].mean().sort_values("val_loss")
-    secs = df.groupby("method")["seconds"].sum()
-    fit = fit_table(df)
+    secs = df_all.groupby("method")["seconds"].sum()
+    fit = fit_table(df_all)
+    levels = level_table(df)
+    fine_table = fine_constant_table(df, fine, best_loss)
+    inside = fine_table.index[fine_table["test_loss"] <= 1.05 * best_loss].tolist()
+    window = ", ".join(inside) if inside else "none"
 
     lines = [
         "# Digits (MLP + Adam)",
@@ -461,7 +564,8 @@ def report(path: pathlib.Path) -> str:
         f"{machine['versions'].get('optax')}, scikit-learn "
         f"{machine['versions'].get('scikit-learn')}; {machine['date']}.",
         f"Command: `{machine['command']}`; {machine['epochs']} epochs of "
-        f"{runs[0]['every']} steps (batch {machine['batch']}), {len(runs)} runs, "
+        f"{runs[0].get('steps_per_epoch', runs[0]['every'])} steps (batch {machine['batch']}), "
+        f"{len(runs)} runs, "
         f"{df['seconds'].sum():.0f} s of runs (compilation excluded).",
         "",
         "## Test accuracy (%) / test loss, mean ± std over seeds, by initial learning rate",
@@ -492,6 +596,21 @@ def report(path: pathlib.Path) -> str:
         "runs).",
         "",
         fit.to_markdown(floatfmt=("", ".0f", ".3f", ".3f")),
+        "",
+        "## Constant Adam between the grid's points (a diagnostic, not part of the sweep)",
+        "",
+        "The sweep's grid is decades. The constant rates whose mean test loss is within 5 % "
+        f"of the best run's: {window}; an automated level has to stay there.",
+        "",
+        fine_table.to_markdown(floatfmt=".3f") if len(fine_table) else "(not run)",
+        "",
+        "## The level each automated setting holds",
+        "",
+        "The applied learning rate at the probes (every epoch) over all seeds and starts, "
+        "from the second probe (after the search) to the cooldown: median, and the 10th and "
+        "90th percentiles (how far it swings).",
+        "",
+        levels.to_markdown(floatfmt=".2e"),
         "",
         "## Seconds of runs per method (all initial lrs and seeds)",
         "",

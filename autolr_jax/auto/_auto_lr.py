@@ -184,6 +184,57 @@ def _slope(grads: Any, updates: Any) -> jax.Array:
     return sum(parts, jnp.zeros((), jnp.float32))
 
 
+def _propose(settings, score, candidate_losses, loss0, slope, first, search_losses):
+    """The rule's proposal at a probe: ``(losses, scores, search_losses, multiplier, decision)``.
+
+    ``candidate_losses(factors)`` gives the ``(N,)`` losses of the candidates
+    ``params + f * u``. Where ``first`` (the first probe with ``initial_search``),
+    the wide grid is evaluated and :func:`search_factor` decides, else the
+    ``factors`` and the rule (or Algorithm 1's scores and weighted geometric mean).
+    The two candidate sets have different shapes: both branches of a ``lax.cond``,
+    compiled once. Module level so that nothing but its arguments decides it.
+    """
+    factors, n = settings.factors, len(settings.factors)
+
+    def regular(_):
+        losses = candidate_losses(factors)
+        if settings.rule_fn is None:
+            scores = score_candidates(settings.score_fn, losses, score)
+            multiplier, ok = weighted_geometric_mean(scores, factors)
+            decision = jnp.where(
+                ok, jnp.int32(DECISIONS["seed"]), jnp.int32(DECISIONS["seed_fallback"])
+            )
+        else:
+            scores = jnp.zeros((n,), jnp.float32)
+            multiplier, decision = call_rule(
+                settings.rule_fn,
+                losses.astype(jnp.float32),
+                jnp.asarray(factors, jnp.float32),
+                loss0,
+                slope,
+                min(factors),
+            )
+        return (
+            losses.astype(jnp.float32),
+            scores.astype(jnp.float32),
+            jnp.asarray(search_losses, jnp.float32),
+            multiplier,
+            decision,
+        )
+
+    def search(_):
+        grid_losses = candidate_losses(settings.grid).astype(jnp.float32)
+        multiplier, decision = search_factor(
+            grid_losses, settings.grid, loss0, settings.search_safety
+        )
+        zeros = jnp.zeros((n,), jnp.float32)
+        return zeros, zeros, grid_losses, multiplier, decision
+
+    if not settings.initial_search:
+        return regular(None)
+    return lax.cond(first, search, regular, None)
+
+
 def auto_lr(
     optimizer: Callable[..., optax.GradientTransformation],
     /,
@@ -511,17 +562,18 @@ def auto_lr(
       Training Durations", arXiv:2405.18392, 2024 (warmup-stable-decay).
     """
     # fmt: off
-    (
-        learning_rate, factors, floor, ceiling, every, min_lr, max_lr, has_aux, score_fn,
-        chunk_size, lookahead, rule_name, rule_fn, schedule, guard, initial_search,
-        probe_during_decay, search_safety, guard_tolerance, guard_memory, guard_on, grid,
-        needs_loss0, backoff,
-    ) = check_settings(
+    settings = check_settings(
         optimizer, learning_rate, loss_fn, factors, every, min_lr, max_lr, has_aux, score,
         strategy, chunk_size, axis_name, lookahead, rule, schedule, probe_during_decay,
         initial_search, search_safety, guard, guard_tolerance, guard_memory, guard_on,
         inner_kwargs,
     )
+    (
+        learning_rate, factors, floor, ceiling, every, min_lr, max_lr, has_aux, score_fn,
+        chunk_size, lookahead, rule_name, rule_fn, schedule, guard, initial_search,
+        probe_during_decay, search_safety, guard_tolerance, guard_memory, guard_on, grid,
+        needs_loss0, backoff,
+    ) = settings
     # fmt: on
     n = len(factors)
 
@@ -647,48 +699,11 @@ def auto_lr(
                 loss0 = jnp.zeros((), jnp.float32)
                 slope = None
 
-            def regular(_):
-                losses = candidate_losses(factors)
-                if rule_fn is None:
-                    scores = score_candidates(score_fn, losses, score)
-                    multiplier, ok = weighted_geometric_mean(scores, factors)
-                    decision = jnp.where(
-                        ok, jnp.int32(DECISIONS["seed"]), jnp.int32(DECISIONS["seed_fallback"])
-                    )
-                else:
-                    scores = jnp.zeros((n,), jnp.float32)
-                    multiplier, decision = call_rule(
-                        rule_fn,
-                        losses.astype(jnp.float32),
-                        jnp.asarray(factors, jnp.float32),
-                        loss0,
-                        slope,
-                        min(factors),
-                    )
-                return (
-                    losses.astype(jnp.float32),
-                    scores.astype(jnp.float32),
-                    jnp.asarray(tel.search_losses, jnp.float32),
-                    multiplier,
-                    decision,
-                )
-
-            def search(_):
-                grid_losses = candidate_losses(grid).astype(jnp.float32)
-                multiplier, decision = search_factor(grid_losses, grid, loss0, search_safety)
-                zeros = jnp.zeros((n,), jnp.float32)
-                return zeros, zeros, grid_losses, multiplier, decision
-
             num_probes = jnp.asarray(tel.num_probes, jnp.int32)
-            if initial_search:
-                # Two candidate sets, two shapes: both compiled once, inside one jit.
-                first = num_probes == 0
-                losses, scores, search_losses, multiplier, decision = lax.cond(
-                    first, search, regular, None
-                )
-            else:
-                first = jnp.zeros((), jnp.bool_)
-                losses, scores, search_losses, multiplier, decision = regular(None)
+            first = (num_probes == 0) & initial_search
+            losses, scores, search_losses, multiplier, decision = _propose(
+                settings, score, candidate_losses, loss0, slope, first, tel.search_losses
+            )
             new_lr, clamped = next_learning_rate(level, multiplier, min_lr, max_lr, floor, ceiling)
             new_lr, clamped, decision, new_control = settle(
                 level, new_lr, clamped, decision, loss0, first, control, guard=guard,
