@@ -164,6 +164,19 @@ def plan(quick: bool = False) -> list[Method]:
                     factors=factors,
                 )
             )
+    # Held-out probes with the slower factors.
+    for rule in ("seed", "armijo"):
+        methods.append(
+            Method(
+                f"auto-{rule}+search+wsd-holdout-f3",
+                "auto",
+                rule,
+                True,
+                True,
+                probe_holdout=0.2,
+                factors=(2.0 ** (1 / 3), 1.0, 2.0 ** (-1 / 3)),
+            )
+        )
     # 2 ** (+-1 / 3) probed three times an epoch: the same largest change per epoch (x2)
     # as (2, 1, 0.5) once an epoch, in finer steps.
     for guard_on in ("probe", "value"):
