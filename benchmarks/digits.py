@@ -14,8 +14,9 @@ without ``initial_search`` and with and without the budget shape
 variants of the guard, of Armijo's c, of the probed factors and probes per epoch, and
 probes scored on held-out data (see :func:`plan`); prodigy at its defaults; as a
 diagnostic outside the sweep, constant Adam between the decade grid's points; and the same
-task with plain SGD (rows ``sgd-*``: its own constant/cosine sweep, whose best run those rows
-are held to, and the default). Three seeds each (initialisation and batch order).
+task with other optimizers: plain SGD, SGD with momentum 0.9 and RMSprop (rows ``sgd-*``,
+``momentum-*``, ``rmsprop-*``: each its own constant/cosine sweep, whose best run those rows
+are held to, and the default around it). Three seeds each (initialisation and batch order).
 
     python -m benchmarks.digits                # plan, run, report (~5 min on 2 CPU cores)
     python -m benchmarks.digits plan           # list the runs
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import pathlib
 import sys
@@ -40,6 +42,8 @@ import numpy as np
 
 LRS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 FINE_LRS = (5e-4, 7e-4, 1.4e-3, 2e-3, 3e-3, 5e-3)
+# Optimizers besides Adam: Adam's two halves (momentum; the per-coordinate scaling) and neither.
+OTHER_OPTIMIZERS = ("sgd", "momentum", "rmsprop")
 SEEDS = (0, 1, 2)
 BATCH = 128
 EPOCHS = 40
@@ -70,7 +74,7 @@ class Method:
     factors: tuple[float, ...] | None = None
     # Probes per epoch (auto_lr's every = steps per epoch // this).
     probes_per_epoch: int = 1
-    # The wrapped optimizer: "adam" (the task's) or "sgd" (plain SGD, rows "sgd-*").
+    # The wrapped optimizer: "adam" (the task's) or one of OTHER_OPTIMIZERS (rows "<name>-*").
     optimizer: str = "adam"
     # Initial learning rates (None: LRS); the finer constant grid only.
     lrs: tuple[float, ...] | None = None
@@ -199,12 +203,16 @@ def plan(quick: bool = False) -> list[Method]:
     # Constant Adam between the decade grid's points: how narrow the test-loss optimum is
     # (a diagnostic; not part of the sweep whose best run the targets use).
     methods.append(Method("adam-constant-fine", "constant", lrs=FINE_LRS))
-    # The same task with plain SGD: its own constant/cosine sweep and the default, to tell
-    # whether the test-loss miss belongs to the task or to Armijo along Adam's direction.
-    methods += [
-        Method("sgd-constant", "constant", optimizer="sgd"),
-        Method("sgd-cosine", "cosine", optimizer="sgd"),
-        Method("sgd-auto-armijo+search+wsd", "auto", "armijo", True, True, optimizer="sgd"),
+    # The same task with other optimizers, each with its own constant/cosine sweep and the
+    # default: whether the test-loss miss belongs to the task or to the optimizer, and to
+    # which half of Adam (momentum, per-coordinate scaling).
+    for opt in OTHER_OPTIMIZERS:
+        methods += [
+            Method(f"{opt}-constant", "constant", optimizer=opt),
+            Method(f"{opt}-cosine", "cosine", optimizer=opt),
+            Method(f"{opt}-auto-armijo+search+wsd", "auto", "armijo", True, True, optimizer=opt),
+        ]
+    methods.append(
         Method(
             "sgd-auto-armijo+search+wsd-value",
             "auto",
@@ -213,8 +221,8 @@ def plan(quick: bool = False) -> list[Method]:
             True,
             guard_on="value",
             optimizer="sgd",
-        ),
-    ]
+        )
+    )
     if quick:
         keep = {"adam-constant", "auto-armijo+search+wsd"}
         methods = [m for m in methods if m.name in keep]
@@ -245,7 +253,12 @@ def _build(method: Method, steps: int, every: int):
 
     import autolr_jax as al
 
-    opt = {"adam": optax.adam, "sgd": optax.sgd}[method.optimizer]
+    opt = {
+        "adam": optax.adam,
+        "sgd": optax.sgd,
+        "momentum": functools.partial(optax.sgd, momentum=0.9),
+        "rmsprop": optax.rmsprop,
+    }[method.optimizer]
     if method.kind == "constant":
         return lambda lr: opt(lr), True
     if method.kind == "cosine":
@@ -486,6 +499,12 @@ def fit_table(df):
     return table
 
 
+def optimizer_of(method: str) -> str:
+    """The optimizer of a row by its name: ``"<optimizer>-..."``, else Adam."""
+    prefix = method.split("-", 1)[0]
+    return prefix if prefix in OTHER_OPTIMIZERS else "adam"
+
+
 def level_table(df):
     """Per automated method: the applied lr at the probes before the cooldown, median and spread.
 
@@ -552,7 +571,7 @@ def report(path: pathlib.Path) -> str:
     ).reset_index()
     # Each optimizer's rows are held to the best run of its own constant/cosine sweep.
     bests = {}
-    for opt in ("adam", "sgd"):
+    for opt in ("adam", *OTHER_OPTIMIZERS):
         sweep = agg[agg["method"].isin([f"{opt}-constant", f"{opt}-cosine"])]
         if len(sweep):
             bests[opt] = sweep.loc[sweep["val_loss"].idxmin()]
@@ -560,7 +579,7 @@ def report(path: pathlib.Path) -> str:
     best_loss = float(best["test_loss"])  # the finer constant grid's reference
 
     def best_for(method):
-        row = bests.get("sgd" if method.startswith("sgd-") else "adam", best)
+        row = bests.get(optimizer_of(method), best)
         return float(row["test_acc"]), float(row["test_loss"])
 
     def cell(g, key, scale, digits):
@@ -597,7 +616,7 @@ def report(path: pathlib.Path) -> str:
     auto = agg[agg["method"].str.startswith("auto")]
     by_method = auto.groupby("method")[["val_loss", "val_acc"]].mean().sort_values("val_loss")
     secs = df_all.groupby("method")["seconds"].sum()
-    fit = fit_table(df_all[~df_all["method"].str.startswith("sgd-")])  # the Adam runs
+    fit = fit_table(df_all[df_all["method"].map(optimizer_of) == "adam"])
     levels = level_table(df)
     fine_table = fine_constant_table(df, fine, best_loss)
     inside = fine_table.index[fine_table["test_loss"].astype(float) <= 1.05 * best_loss]
@@ -625,7 +644,8 @@ def report(path: pathlib.Path) -> str:
             f"{float(row['test_acc']) * 100:.1f} %, test loss {float(row['test_loss']):.3f}"
             for row in bests.values()
         )
-        + " (the `sgd-*` rows are held to the SGD sweep's best, every other row to Adam's).",
+        + " (the rows of another optimizer are held to its own sweep's best, every other row "
+        "to Adam's).",
         "",
         "## Target: test accuracy within 1 point and test loss within 5 % of that best run",
         "",
