@@ -14,9 +14,10 @@ without ``initial_search`` and with and without the budget shape
 variants of the guard, of Armijo's c, of the probed factors and probes per epoch, and
 probes scored on held-out data (see :func:`plan`); prodigy at its defaults; as a
 diagnostic outside the sweep, constant Adam between the decade grid's points; and the same
-task with other optimizers: plain SGD, SGD with momentum 0.9 and RMSprop (rows ``sgd-*``,
-``momentum-*``, ``rmsprop-*``: each its own constant/cosine sweep, whose best run those rows
-are held to, and the default around it). Three seeds each (initialisation and batch order).
+task with other optimizers: plain SGD, SGD with momentum 0.9, RMSprop and Adam with b1 = 0
+and 0.5 (rows ``sgd-*``, ``momentum-*``, ``rmsprop-*``, ``adam(b1=0)-*``, ``adam(b1=0.5)-*``:
+each its own constant/cosine sweep, whose best run those rows are held to, and the default
+around it). Three seeds each (initialisation and batch order).
 
     python -m benchmarks.digits                # plan, run, report (~5 min on 2 CPU cores)
     python -m benchmarks.digits plan           # list the runs
@@ -42,8 +43,9 @@ import numpy as np
 
 LRS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 FINE_LRS = (5e-4, 7e-4, 1.4e-3, 2e-3, 3e-3, 5e-3)
-# Optimizers besides Adam: Adam's two halves (momentum; the per-coordinate scaling) and neither.
-OTHER_OPTIMIZERS = ("sgd", "momentum", "rmsprop")
+# Optimizers besides Adam: Adam's two halves (momentum; the per-coordinate scaling), neither,
+# and Adam with less momentum (b1 = 0, 0.5; Adam's default is 0.9).
+OTHER_OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam(b1=0)", "adam(b1=0.5)")
 SEEDS = (0, 1, 2)
 BATCH = 128
 EPOCHS = 40
@@ -258,6 +260,8 @@ def _build(method: Method, steps: int, every: int):
         "sgd": optax.sgd,
         "momentum": functools.partial(optax.sgd, momentum=0.9),
         "rmsprop": optax.rmsprop,
+        "adam(b1=0)": functools.partial(optax.adam, b1=0.0),
+        "adam(b1=0.5)": functools.partial(optax.adam, b1=0.5),
     }[method.optimizer]
     if method.kind == "constant":
         return lambda lr: opt(lr), True
