@@ -17,7 +17,7 @@ diagnostic outside the sweep, constant Adam between the decade grid's points; an
 task with other optimizers: plain SGD, SGD with momentum 0.9, RMSprop and Adam with b1 = 0
 and 0.5 (rows ``sgd-*``, ``momentum-*``, ``rmsprop-*``, ``adam(b1=0)-*``, ``adam(b1=0.5)-*``:
 each its own constant/cosine sweep, whose best run those rows are held to, and the default
-around it). Three seeds each (initialisation and batch order).
+around it); and probes along the momentum-free step (``probe_optimizer``, rows ``*-twin``). Three seeds each (initialisation and batch order).
 
     python -m benchmarks.digits                # plan, run, report (~5 min on 2 CPU cores)
     python -m benchmarks.digits plan           # list the runs
@@ -46,6 +46,10 @@ FINE_LRS = (5e-4, 7e-4, 1.4e-3, 2e-3, 3e-3, 5e-3)
 # Optimizers besides Adam: Adam's two halves (momentum; the per-coordinate scaling), neither,
 # and Adam with less momentum (b1 = 0, 0.5; Adam's default is 0.9).
 OTHER_OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam(b1=0)", "adam(b1=0.5)")
+# Momentum-free steps for the probes (auto_lr's probe_optimizer): Adam without b1 (its
+# momentum is an average, so the step has the same scale), and SGD at 1 / (1 - 0.9) times the
+# rate (heavy-ball momentum 0.9 sums the gradients: its steady step is 10x the rate's).
+PROBE_TWINS = ("adam(b1=0)", "sgd(10x)")
 SEEDS = (0, 1, 2)
 BATCH = 128
 EPOCHS = 40
@@ -78,6 +82,8 @@ class Method:
     probes_per_epoch: int = 1
     # The wrapped optimizer: "adam" (the task's) or one of OTHER_OPTIMIZERS (rows "<name>-*").
     optimizer: str = "adam"
+    # auto_lr's probe_optimizer, by name (PROBE_TWINS); None: the probes scale the update.
+    probe_twin: str | None = None
     # Initial learning rates (None: LRS); the finer constant grid only.
     lrs: tuple[float, ...] | None = None
 
@@ -214,6 +220,32 @@ def plan(quick: bool = False) -> list[Method]:
             Method(f"{opt}-cosine", "cosine", optimizer=opt),
             Method(f"{opt}-auto-armijo+search+wsd", "auto", "armijo", True, True, optimizer=opt),
         ]
+    # Probes along the momentum-free step (auto_lr's probe_optimizer), the level applied to
+    # the momentum optimizer: Adam (the task's), and SGD with momentum 0.9.
+    for guard_on in ("probe", "value"):
+        suffix = "-value" if guard_on == "value" else ""
+        methods.append(
+            Method(
+                "auto-armijo+search+wsd-twin" + suffix,
+                "auto",
+                "armijo",
+                True,
+                True,
+                guard_on=guard_on,
+                probe_twin="adam(b1=0)",
+            )
+        )
+    methods.append(
+        Method(
+            "momentum-auto-armijo+search+wsd-twin",
+            "auto",
+            "armijo",
+            True,
+            True,
+            optimizer="momentum",
+            probe_twin="sgd(10x)",
+        )
+    )
     methods.append(
         Method(
             "sgd-auto-armijo+search+wsd-value",
@@ -285,6 +317,7 @@ def _build(method: Method, steps: int, every: int):
         guard_tolerance=method.guard_tolerance,
         guard_on=method.guard_on,
         **({} if method.factors is None else {"factors": method.factors}),
+        **({} if method.probe_twin is None else {"probe_optimizer": _twin(method.probe_twin)}),
     )
 
     def with_lr(state, lr):
@@ -301,6 +334,17 @@ def _build(method: Method, steps: int, every: int):
         )
 
     return (tx, with_lr), False
+
+
+def _twin(name: str):
+    """The factory of one of PROBE_TWINS."""
+    import optax
+
+    if name == "adam(b1=0)":
+        return functools.partial(optax.adam, b1=0.0)
+    if name == "sgd(10x)":
+        return lambda learning_rate: optax.sgd(learning_rate / (1 - 0.9))
+    raise ValueError(f"probe_twin must be one of {PROBE_TWINS}, got {name!r}")
 
 
 def _init(key, sizes):

@@ -93,13 +93,14 @@ def np_search(losses, grid, loss0, safety):
 
 def oracle(
     rule, lr0, factors, momentum=0.0, search=False, safety=4.0, shape=None, tol=0.05, memory=0,
-    signal="probe",
+    signal="probe", probe_scale=None,
 ):  # fmt: skip
     """The learning rate after every update and the decision of every probe.
 
     ``signal="value"``: the guard compares the mean training loss (the loss at each
     update's parameters) of the updates since the last probe, this one's included,
-    with the same mean of the interval before."""
+    with the same mean of the interval before. ``probe_scale``: the probes scale the
+    momentum-free step ``-level * probe_scale * g`` instead of the update."""
     w = np.zeros(5)
     m = np.zeros(5)
     level = lr0
@@ -113,7 +114,7 @@ def oracle(
         m_new = g + momentum * m
         value_sum, value_count = value_sum + np_loss(w), value_count + 1
         if t % EVERY == 0:
-            u = -level * m_new
+            u = -level * m_new if probe_scale is None else -level * probe_scale * g
             loss0, slope = np_loss(w), float(g @ u)
             if signal == "value":
                 loss0, value_sum, value_count = value_sum / value_count, 0.0, 0
@@ -199,6 +200,37 @@ def test_rule_trajectory_matches_numpy_oracle(case):
     assert decisions == want_d
     np.testing.assert_allclose(lrs, want, rtol=2e-4)
     assert len(set(decisions)) > 1 or name == "armijo"  # the rule does move
+
+
+@pytest.mark.parametrize("scale", [1.0, 10.0])
+def test_probe_optimizer_trajectory_matches_numpy_oracle(scale):
+    # Momentum SGD whose probes scale a momentum-free SGD step (of `scale` times the level,
+    # the steady-state step of heavy-ball momentum 0.9 for 10), with the search.
+    tx = al.auto_lr(
+        optax.sgd,
+        0.05,
+        loss_fn=jloss,
+        every=EVERY,
+        momentum=0.9,
+        probe_optimizer=lambda learning_rate: optax.sgd(learning_rate * scale),
+    )
+    lrs, decisions, state = run_jax(tx)
+    want, want_d = oracle(np_armijo, 0.05, (2.0, 1.0, 0.5), 0.9, True, probe_scale=scale)
+    assert decisions == want_d
+    np.testing.assert_allclose(lrs, want, rtol=2e-4)
+    # The twin's state holds no learning rate: current_lr reads the wrapped optimizer's.
+    assert float(al.current_lr(state)) == pytest.approx(want[-1], rel=2e-4)
+
+
+def test_probe_optimizer_changes_the_level_only():
+    # Same level choices as without the twin when the twin is the wrapped optimizer itself
+    # (plain SGD): bit-identical trajectory; and the updates stay the wrapped optimizer's.
+    kwargs = dict(loss_fn=jloss, every=EVERY)
+    plain, _, _ = run_jax(al.auto_lr(optax.sgd, 0.05, **kwargs))
+    twin, _, state = run_jax(al.auto_lr(optax.sgd, 0.05, probe_optimizer=optax.sgd, **kwargs))
+    np.testing.assert_array_equal(plain, twin)
+    assert state.probe_state is not None
+    assert al.auto_lr(optax.sgd, 0.05, **kwargs).init(jnp.zeros(5)).probe_state is None
 
 
 def np_up(losses, factors, loss0, slope):

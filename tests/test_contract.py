@@ -10,6 +10,7 @@ finding the learning rate at any depth.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 import jax
@@ -189,6 +190,18 @@ CASES = [
         },
     ),
     Case(
+        # Adam whose probes scale the momentum-free step (b1=0); the twin keeps its state.
+        "auto_lr_probe_optimizer",
+        lambda: al.auto_lr(
+            optax.adam,
+            learning_rate=0.05,
+            loss_fn=loss_fn,
+            every=2,
+            probe_optimizer=functools.partial(optax.adam, b1=0.0),
+        ),
+        extra=lambda step, loss: {"batch": BATCH},
+    ),
+    Case(
         "auto_lr_custom_rule_guard",
         lambda: al.auto_lr(
             optax.sgd,
@@ -344,6 +357,9 @@ RULE_ROWS = {
     "armijo_search": dict(rule="armijo", initial_search=True),
     "armijo_memory": dict(rule="armijo", guard_memory=3),
     "armijo_guard_on_value": dict(rule="armijo", guard_on="value"),
+    "armijo_probe_optimizer": dict(
+        rule="armijo", probe_optimizer=lambda learning_rate: optax.sgd(learning_rate * 10.0)
+    ),
 }
 
 
@@ -427,6 +443,11 @@ def test_rules_keep_min_lr_and_max_lr(name):
         (dict(guard_on="value", guard=False), "guard_on='value' .* needs the guard on"),
         (dict(guard_on="value", rule="seed"), "guard_on='value' .* needs the guard on"),
         (dict(initial_search=True, learning_rate=1e36), "learning_rate must be in.*initial_search"),
+        (dict(probe_optimizer="sgd"), "probe_optimizer must be None or an Optax optimizer"),
+        (
+            dict(probe_optimizer=optax.sgd, rule="seed", lookahead=2),
+            "probe_optimizer needs lookahead=1",
+        ),
     ],
 )
 def test_rule_options_refuse_bad_arguments(kwargs, match):

@@ -142,11 +142,15 @@ class AutoLRState(NamedTuple):
       telemetry: an :class:`AutoLRTelemetry` describing the last probe.
       control: an :class:`AutoLRControl`: the level, and what the do-no-harm
         guard and ``probe_during_decay`` need.
+      probe_state: with ``probe_optimizer``, the state of that optimizer
+        (updated with every gradient, like the wrapped one's); ``None`` without
+        it.
     """
 
     inject_state: Any
     telemetry: AutoLRTelemetry
     control: AutoLRControl
+    probe_state: Any = None
 
     @property
     def hyperparams(self) -> dict[str, jax.Array]:
@@ -260,6 +264,7 @@ def auto_lr(
     guard_tolerance: float = 0.05,
     guard_memory: int = 0,
     guard_on: str | None = None,
+    probe_optimizer: Callable[..., optax.GradientTransformation] | None = None,
     **inner_kwargs: Any,
 ) -> optax.GradientTransformationExtraArgs:
     """Wraps an Optax optimizer so that its learning rate is set by probing factors of it.
@@ -488,6 +493,18 @@ def auto_lr(
         where ``update`` is called with a ``value=`` that is not None (decided
         when it is traced; ``value=`` is the keyword Optax's line searches and
         ``reduce_on_plateau`` take), ``"probe"`` where it is not.
+      probe_optimizer: ``None`` (default: the probes scale the wrapped
+        optimizer's own update), or an Optax optimizer factory with a
+        ``learning_rate`` argument whose update the probes scale instead, e.g.
+        ``optax.sgd`` for ``optax.sgd`` with ``momentum=0.9``, or
+        ``functools.partial(optax.adam, b1=0.0)`` for ``optax.adam``: the same
+        step without momentum, as Vaswani et al.'s line search for adaptive
+        methods does (its trial steps leave the momentum out). It keeps its own
+        state, updated with every gradient (``inner_kwargs`` are not passed to
+        it); the level it finds is applied to the wrapped optimizer. Needs
+        ``lookahead=1``. On the digits benchmark the level a momentum update's
+        one-step probe accepts grows with the momentum while the best rate does
+        not (benchmarks/README.md).
       **inner_kwargs: passed to ``optimizer``, e.g. ``momentum=0.9``,
         ``nesterov=True``, ``weight_decay=1e-4``.
 
@@ -576,6 +593,16 @@ def auto_lr(
     ) = settings
     # fmt: on
     n = len(factors)
+    if probe_optimizer is not None:
+        if not callable(probe_optimizer):
+            raise ValueError(
+                "probe_optimizer must be None or an Optax optimizer factory (a callable with a "
+                f"learning_rate argument), got {probe_optimizer!r}"
+            )
+        if lookahead != 1:
+            raise ValueError(
+                f"probe_optimizer needs lookahead=1 (a one-step probe), got lookahead={lookahead!r}"
+            )
 
     def factory(learning_rate):
         return optimizer(learning_rate=learning_rate, **inner_kwargs)
@@ -583,6 +610,9 @@ def auto_lr(
     inner = optax.inject_hyperparams(factory, hyperparam_dtype=jnp.float32)(
         learning_rate=learning_rate
     )
+    # The probe twin is built at the rate it is asked for (a traced scalar is fine for an
+    # Optax factory); its state then holds no learning rate, so current_lr stays unambiguous.
+    twin = probe_optimizer
 
     def init_fn(params):
         telemetry = AutoLRTelemetry(
@@ -617,7 +647,10 @@ def auto_lr(
             inject_state = with_learning_rate(
                 inject_state, jnp.float32(learning_rate) * _shape_at(schedule, 0)
             )
-        return AutoLRState(inject_state=inject_state, telemetry=telemetry, control=control)
+        probe_state = None if twin is None else twin(learning_rate=learning_rate).init(params)
+        return AutoLRState(
+            inject_state=inject_state, telemetry=telemetry, control=control, probe_state=probe_state
+        )
 
     def scalar_loss(params, batch):
         return as_scalar_loss(loss_fn(params, batch), has_aux)
@@ -663,7 +696,10 @@ def auto_lr(
         def probe(_):
             level = clamp_level(lr, floor, ceiling)
             if lookahead == 1:
-                u, _ = inner_update(level)
+                if twin is None:
+                    u, _ = inner_update(level)
+                else:
+                    u, _ = twin(learning_rate=level).update(updates, state.probe_state, params)
 
                 def loss_at(f):
                     return scalar_loss(apply_scaled(params, u, f), batch)
@@ -746,8 +782,15 @@ def auto_lr(
         # The float32 learning rate promotes bf16 updates to float32 (as in
         # optax.inject_hyperparams); hand them back in the dtype they came in.
         new_updates = optax.tree_utils.tree_cast_like(new_updates, updates)
+        probe_state = None
+        if twin is not None:
+            # The twin's own statistics follow every gradient, as the wrapped optimizer's do.
+            _, probe_state = twin(learning_rate=new_lr).update(updates, state.probe_state, params)
         return new_updates, AutoLRState(
-            inject_state=new_inject_state, telemetry=telemetry, control=new_control
+            inject_state=new_inject_state,
+            telemetry=telemetry,
+            control=new_control,
+            probe_state=probe_state,
         )
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
