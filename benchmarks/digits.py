@@ -17,7 +17,8 @@ diagnostic outside the sweep, constant Adam between the decade grid's points; an
 task with other optimizers: plain SGD, SGD with momentum 0.9, RMSprop and Adam with b1 = 0
 and 0.5 (rows ``sgd-*``, ``momentum-*``, ``rmsprop-*``, ``adam(b1=0)-*``, ``adam(b1=0.5)-*``:
 each its own constant/cosine sweep, whose best run those rows are held to, and the default
-around it); and probes along the momentum-free step (``probe_optimizer``, rows ``*-twin``). Three seeds each (initialisation and batch order).
+around it); and probes along the momentum-free step (``probe_optimizer``, rows
+``*-twin``). Three seeds each (initialisation and batch order).
 
     python -m benchmarks.digits                # plan, run, report (~5 min on 2 CPU cores)
     python -m benchmarks.digits plan           # list the runs
