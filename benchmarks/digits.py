@@ -238,6 +238,17 @@ def plan(quick: bool = False) -> list[Method]:
         )
     methods.append(
         Method(
+            "auto-armijo+search+wsd-twin-f3",
+            "auto",
+            "armijo",
+            True,
+            True,
+            probe_twin="adam(b1=0)",
+            factors=(2.0 ** (1 / 3), 1.0, 2.0 ** (-1 / 3)),
+        )
+    )
+    methods.append(
+        Method(
             "momentum-auto-armijo+search+wsd-twin",
             "auto",
             "armijo",
