@@ -495,16 +495,21 @@ def auto_lr(
         ``reduce_on_plateau`` take), ``"probe"`` where it is not.
       probe_optimizer: ``None`` (default: the probes scale the wrapped
         optimizer's own update), or an Optax optimizer factory with a
-        ``learning_rate`` argument whose update the probes scale instead, e.g.
-        ``optax.sgd`` for ``optax.sgd`` with ``momentum=0.9``, or
-        ``functools.partial(optax.adam, b1=0.0)`` for ``optax.adam``: the same
-        step without momentum, as Vaswani et al.'s line search for adaptive
-        methods does (its trial steps leave the momentum out). It keeps its own
+        ``learning_rate`` argument whose update the probes scale instead: the
+        wrapped optimizer's step without momentum, at the scale of its steady
+        step, as Vaswani et al.'s line search for adaptive methods leaves the
+        momentum out of its trial steps. For ``optax.adam`` (whose momentum is
+        an average of gradients) ``functools.partial(optax.adam, b1=0.0)``; for
+        ``optax.sgd`` with ``momentum=0.9`` (heavy-ball momentum sums the
+        gradients, so its steady step is ``1 / (1 - 0.9)`` times the rate's)
+        ``lambda learning_rate: optax.sgd(learning_rate / (1 - 0.9))`` (plain
+        ``optax.sgd`` would judge a step 10x shorter than the one taken, and
+        accept a level about that much too high). It keeps its own
         state, updated with every gradient (``inner_kwargs`` are not passed to
         it); the level it finds is applied to the wrapped optimizer. Needs
         ``lookahead=1``. On the digits benchmark the level a momentum update's
         one-step probe accepts grows with the momentum while the best rate does
-        not (benchmarks/README.md).
+        not, and the twin puts it at the best rate (benchmarks/README.md).
       **inner_kwargs: passed to ``optimizer``, e.g. ``momentum=0.9``,
         ``nesterov=True``, ``weight_decay=1e-4``.
 
