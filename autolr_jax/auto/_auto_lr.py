@@ -580,6 +580,10 @@ def auto_lr(
       Vaswani et al., "Painless Stochastic Gradient: Interpolation, Line-Search,
       and Convergence Rates", NeurIPS 2019 (Armijo on the training batch).
 
+      Vaswani et al., "Adaptive Gradient Methods Converge Faster with
+      Over-Parameterization", 2020, code ``IssamLaradji/ada_sls`` (the line
+      search's trial steps without momentum: ``probe_optimizer``).
+
       Hägele et al., "Scaling Laws and Compute-Optimal Training Beyond Fixed
       Training Durations", arXiv:2405.18392, 2024 (warmup-stable-decay).
     """
