@@ -411,6 +411,19 @@ def test_auto_guard_on_value_gets_the_training_loss(tiny_folder, tmp_path):
     assert all(math.isfinite(r["train_loss"]) for r in history)
 
 
+def test_auto_momentum_free_probe_step(tiny_folder, tmp_path):
+    # With momentum, probe_step='momentum_free' gives auto_lr a twin (its own state).
+    config = tiny_config(
+        tiny_folder, schedule="auto", epochs=1, plots=False, checkpoint=False, momentum=0.9,
+        auto__probe_step="momentum_free", auto__every=2,
+    )  # fmt: skip
+    method = optimizers.build_method(config, SPE, probe_loss_fn=lambda p, b: jnp.float32(0.0))
+    state = method.tx.init({"w": jnp.zeros(3)})
+    assert state[-1].probe_state is not None
+    history = train.train_and_evaluate(config, tmp_path)
+    assert all(math.isfinite(r["train_loss"]) for r in history)
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [
@@ -443,6 +456,7 @@ def test_bad_settings(tiny_folder, tmp_path, overrides, message):
         ({"data__test_subset": 0}, "data.test_subset"),
         ({"auto__every": 0}, "every"),
         ({"auto__guard_on": "loss"}, "guard_on"),
+        ({"auto__probe_step": "twin"}, "auto.probe_step"),
         ({"auto__armijo_c": 1.5, "auto__rule": "armijo"}, "c must be in"),
         ({"auto__armijo_c": 0.1, "auto__rule": "seed"}, "armijo_c needs auto.rule='armijo'"),
         ({"lr_update": "often", "schedule": "cosine"}, "lr_update"),

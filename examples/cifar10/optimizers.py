@@ -275,6 +275,16 @@ def _auto(config, steps_per_epoch, probe_loss_fn) -> Method:
         raise ConfigError(
             f"config.auto.guard_on must be one of {GUARD_SIGNALS}, got {a.guard_on!r}"
         )
+    if a.probe_step not in ("update", "momentum_free"):
+        raise ConfigError(
+            f"config.auto.probe_step must be 'update' or 'momentum_free', got {a.probe_step!r}"
+        )
+    twin = {}
+    if a.probe_step == "momentum_free" and config.momentum:
+        # Heavy-ball (and Nesterov) momentum sums the gradients: the steady step is
+        # 1 / (1 - momentum) times the rate's, so the twin takes SGD's step at that scale.
+        scale = 1.0 / (1.0 - config.momentum)
+        twin = {"probe_optimizer": lambda learning_rate: optax.sgd(learning_rate * scale)}
     # rule='seed' has no guard (auto_lr's guard=None), so nothing for guard_on to choose.
     guard_on = "probe" if a.rule == "seed" else a.guard_on
     rule = a.rule
@@ -309,6 +319,7 @@ def _auto(config, steps_per_epoch, probe_loss_fn) -> Method:
         guard_on=guard_on,
         **auto_score(a.score),
         **momentum,
+        **twin,
     )
     probe = Probe(every, a.probe_batch_size, a.probe_source, a.lookahead, value=guard_on == "value")
     # The budget shape spans config.epochs: a resume may not change it.

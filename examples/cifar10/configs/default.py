@@ -144,6 +144,11 @@ def get_config() -> config_dict.ConfigDict:
             # 'probe' (the probe batch's loss at successive probes: two batches, noisy).
             # Ignored with rule='seed', which has no guard.
             "guard_on": "value",
+            # What the probes scale: 'update' (SGD's own update) or 'momentum_free' (with
+            # momentum > 0: SGD without momentum at 1 / (1 - momentum) times the level, the
+            # momentum update's steady step; auto_lr's probe_optimizer). On digits the probes
+            # of a momentum update accepted levels 5-6x the best rate (benchmarks/README.md).
+            "probe_step": "update",
         }
     )
     # The null model (the seed's published rule): once per epoch, the losses of the unchanged
