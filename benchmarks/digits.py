@@ -299,14 +299,7 @@ def _build(method: Method, steps: int, every: int):
 
     import autolr_jax as al
 
-    opt = {
-        "adam": optax.adam,
-        "sgd": optax.sgd,
-        "momentum": functools.partial(optax.sgd, momentum=0.9),
-        "rmsprop": optax.rmsprop,
-        "adam(b1=0)": functools.partial(optax.adam, b1=0.0),
-        "adam(b1=0.5)": functools.partial(optax.adam, b1=0.5),
-    }[method.optimizer]
+    opt = _factory(method.optimizer)
     if method.kind == "constant":
         return lambda lr: opt(lr), True
     if method.kind == "cosine":
@@ -329,7 +322,7 @@ def _build(method: Method, steps: int, every: int):
         guard_tolerance=method.guard_tolerance,
         guard_on=method.guard_on,
         **({} if method.factors is None else {"factors": method.factors}),
-        **({} if method.probe_twin is None else {"probe_optimizer": _twin(method.probe_twin)}),
+        **({} if method.probe_twin is None else {"probe_optimizer": _factory(method.probe_twin)}),
     )
 
     def with_lr(state, lr):
@@ -348,15 +341,22 @@ def _build(method: Method, steps: int, every: int):
     return (tx, with_lr), False
 
 
-def _twin(name: str):
-    """The factory of one of PROBE_TWINS."""
+def _factory(name: str):
+    """The Optax factory of an optimizer name: "adam", OTHER_OPTIMIZERS or PROBE_TWINS."""
     import optax
 
-    if name == "adam(b1=0)":
-        return functools.partial(optax.adam, b1=0.0)
-    if name == "sgd(10x)":
-        return lambda learning_rate: optax.sgd(learning_rate / (1 - 0.9))
-    raise ValueError(f"probe_twin must be one of {PROBE_TWINS}, got {name!r}")
+    factories = {
+        "adam": optax.adam,
+        "sgd": optax.sgd,
+        "momentum": functools.partial(optax.sgd, momentum=0.9),
+        "rmsprop": optax.rmsprop,
+        "adam(b1=0)": functools.partial(optax.adam, b1=0.0),
+        "adam(b1=0.5)": functools.partial(optax.adam, b1=0.5),
+        "sgd(10x)": lambda learning_rate: optax.sgd(learning_rate / (1 - 0.9)),
+    }
+    if name not in factories:
+        raise ValueError(f"optimizer name must be one of {sorted(factories)}, got {name!r}")
+    return factories[name]
 
 
 def _init(key, sizes):

@@ -444,6 +444,11 @@ def test_rules_keep_min_lr_and_max_lr(name):
         (dict(guard_on="value", rule="seed"), "guard_on='value' .* needs the guard on"),
         (dict(initial_search=True, learning_rate=1e36), "learning_rate must be in.*initial_search"),
         (dict(probe_optimizer="sgd"), "probe_optimizer must be None or an Optax optimizer"),
+        (dict(probe_optimizer=optax.sgd(0.1)), "probe_optimizer must be None or an Optax"),
+        (
+            dict(probe_optimizer=lambda lr: optax.sgd(lr)),
+            "probe_optimizer must be an Optax optimizer factory with a learning_rate argument",
+        ),
         (
             dict(probe_optimizer=optax.sgd, rule="seed", lookahead=2),
             "probe_optimizer needs lookahead=1",

@@ -33,7 +33,7 @@ from autolr_jax.auto._rules import (
     search_factor,
 )
 from autolr_jax.auto._scores import ScoreFn
-from autolr_jax.auto._settings import check_settings
+from autolr_jax.auto._settings import check_probe_optimizer, check_settings
 
 __all__ = ["AutoLRControl", "AutoLRState", "AutoLRTelemetry", "auto_lr"]
 
@@ -602,16 +602,9 @@ def auto_lr(
     ) = settings
     # fmt: on
     n = len(factors)
-    if probe_optimizer is not None:
-        if not callable(probe_optimizer):
-            raise ValueError(
-                "probe_optimizer must be None or an Optax optimizer factory (a callable with a "
-                f"learning_rate argument), got {probe_optimizer!r}"
-            )
-        if lookahead != 1:
-            raise ValueError(
-                f"probe_optimizer needs lookahead=1 (a one-step probe), got lookahead={lookahead!r}"
-            )
+    # The probe twin is built at the rate it is asked for (a traced scalar is fine for an
+    # Optax factory); its state then holds no learning rate, so current_lr stays unambiguous.
+    twin = check_probe_optimizer(probe_optimizer, learning_rate, lookahead)
 
     def factory(learning_rate):
         return optimizer(learning_rate=learning_rate, **inner_kwargs)
@@ -619,9 +612,6 @@ def auto_lr(
     inner = optax.inject_hyperparams(factory, hyperparam_dtype=jnp.float32)(
         learning_rate=learning_rate
     )
-    # The probe twin is built at the rate it is asked for (a traced scalar is fine for an
-    # Optax factory); its state then holds no learning rate, so current_lr stays unambiguous.
-    twin = probe_optimizer
 
     def init_fn(params):
         telemetry = AutoLRTelemetry(

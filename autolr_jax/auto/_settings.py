@@ -41,10 +41,13 @@ def _factory_name(optimizer: Any) -> str:
     return f"{mod.split('.')[0]}.{name}" if mod.startswith("optax") else name
 
 
-def _check_optimizer(optimizer: Any, learning_rate: Any, inner_kwargs: dict) -> str:
+def _check_optimizer(
+    optimizer: Any, learning_rate: Any, inner_kwargs: dict, arg: str = "optimizer"
+) -> str:
+    """The factory's name; ``ValueError`` (naming ``arg``) unless it takes ``learning_rate``."""
     if isinstance(optimizer, optax.GradientTransformation) or not callable(optimizer):
         raise ValueError(
-            "optimizer must be an Optax optimizer factory taking learning_rate, such as "
+            f"{arg} must be an Optax optimizer factory taking learning_rate, such as "
             f"optax.sgd (the function, not optax.sgd(...)), got {optimizer!r}"
         )
     name = _factory_name(optimizer)
@@ -52,24 +55,42 @@ def _check_optimizer(optimizer: Any, learning_rate: Any, inner_kwargs: dict) -> 
         signature = inspect.signature(optimizer)
     except (TypeError, ValueError):
         raise ValueError(
-            f"optimizer {name} has no inspectable signature; auto_lr needs a factory with a "
+            f"{arg} {name} has no inspectable signature; auto_lr needs a factory with a "
             "learning_rate argument, such as optax.sgd"
         ) from None
     params = signature.parameters
     var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     if "learning_rate" not in params and not var_kw:
         raise ValueError(
-            f"optimizer must be an Optax optimizer factory with a learning_rate argument, "
+            f"{arg} must be an Optax optimizer factory with a learning_rate argument, "
             f"but {name}{signature} has none"
         )
     try:
         signature.bind(learning_rate=learning_rate, **inner_kwargs)
     except TypeError as e:
         raise ValueError(
-            f"optimizer {name}{signature} does not accept the keyword arguments "
+            f"{arg} {name}{signature} does not accept the keyword arguments "
             f"{sorted(inner_kwargs)} passed through auto_lr: {e}"
         ) from None
     return name
+
+
+def check_probe_optimizer(probe_optimizer: Any, learning_rate: Any, lookahead: int) -> Any:
+    """``probe_optimizer`` checked: ``None``, or a factory taking ``learning_rate``, lookahead 1."""
+    if probe_optimizer is None:
+        return None
+    if isinstance(probe_optimizer, optax.GradientTransformation) or not callable(probe_optimizer):
+        raise ValueError(
+            "probe_optimizer must be None or an Optax optimizer factory (a callable with a "
+            f"learning_rate argument), got {probe_optimizer!r}"
+        )
+    # Its own keyword arguments are bound already (functools.partial, a lambda): none pass.
+    _check_optimizer(probe_optimizer, learning_rate, {}, arg="probe_optimizer")
+    if lookahead != 1:
+        raise ValueError(
+            f"probe_optimizer needs lookahead=1 (a one-step probe), got lookahead={lookahead!r}"
+        )
+    return probe_optimizer
 
 
 def _check_schedule(schedule: Any) -> optax.Schedule | None:
