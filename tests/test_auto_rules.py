@@ -179,8 +179,11 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("probe", ["auto", None])
 @pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}-m{c[3]}-s{c[4]}-{c[5]}" for c in CASES])
-def test_rule_trajectory_matches_numpy_oracle(case):
+def test_rule_trajectory_matches_numpy_oracle(case, probe):
+    # probe="auto" (the default): with momentum the probes scale the momentum-free step,
+    # SGD's at 1 / (1 - momentum) times the level; None: they scale the momentum update.
     name, np_rule, factors, momentum, search, sched, lr0 = case
     shape = SHAPE if sched else None
     tx = al.auto_lr(
@@ -192,14 +195,19 @@ def test_rule_trajectory_matches_numpy_oracle(case):
         rule=name,
         initial_search=search,
         schedule=shape,
+        probe_optimizer=probe,
         **({"momentum": momentum} if momentum else {}),
     )
-    lrs, decisions, _ = run_jax(tx)
+    lrs, decisions, state = run_jax(tx)
     np_shape = (lambda t: float(shape(t))) if shape else None
-    want, want_d = oracle(np_rule, lr0, factors, momentum, search, shape=np_shape)
+    scale = 1.0 / (1.0 - momentum) if probe == "auto" and momentum else None
+    want, want_d = oracle(
+        np_rule, lr0, factors, momentum, search, shape=np_shape, probe_scale=scale
+    )
     assert decisions == want_d
     np.testing.assert_allclose(lrs, want, rtol=2e-4)
     assert len(set(decisions)) > 1 or name == "armijo"  # the rule does move
+    assert (state.probe_state is None) == (scale is None)
 
 
 @pytest.mark.parametrize("scale", [1.0, 10.0])

@@ -425,6 +425,26 @@ def test_auto_momentum_free_probe_step(tiny_folder, tmp_path):
 
 
 @pytest.mark.parametrize(
+    "probe_step, momentum, rule, twin",
+    [
+        ("auto", 0.9, "armijo", True),  # the default: momentum-free probes with momentum
+        ("auto", 0.9, "seed", False),  # Algorithm 1 keeps its trajectory
+        ("auto", 0.0, "armijo", False),  # no momentum: the update is that step
+        ("update", 0.9, "armijo", False),
+        ("momentum_free", 0.9, "seed", True),
+        ("momentum_free", 0.0, "armijo", False),
+    ],
+)
+def test_auto_probe_step_maps_to_probe_optimizer(tiny_folder, probe_step, momentum, rule, twin):
+    config = tiny_config(
+        tiny_folder, schedule="auto", momentum=momentum, auto__probe_step=probe_step,
+        auto__rule=rule,
+    )  # fmt: skip
+    method = optimizers.build_method(config, SPE, probe_loss_fn=lambda p, b: jnp.float32(0.0))
+    assert (method.tx.init({"w": jnp.zeros(3)})[-1].probe_state is not None) == twin
+
+
+@pytest.mark.parametrize(
     "overrides, message",
     [
         ({"auto__score": "softmax:0"}, "temperature"),
@@ -638,8 +658,11 @@ def test_eight_devices_give_the_learning_rates_and_metrics_of_one(tiny_folder, t
         histories[n] = read_metrics(tmp_path / f"d{n}")
     for a, b in zip(histories[1], histories[8], strict=True):
         np.testing.assert_allclose(a["lr"], b["lr"], rtol=1e-5)
+        # The metrics are means over sharded batches: the reductions split over devices
+        # round differently (up to 6e-4 relative on an Intel Xeon, XLA:CPU), while the
+        # learning rates and probe multipliers, the scheduler's decisions, agree to 1e-5.
         for key in ("train_loss", "test_loss", "train_accuracy", "test_accuracy"):
-            np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-6, err_msg=key)
+            np.testing.assert_allclose(a[key], b[key], rtol=3e-3, atol=1e-6, err_msg=key)
         np.testing.assert_allclose([p["multiplier"] for p in a["probes"]],
                                    [p["multiplier"] for p in b["probes"]], rtol=1e-5)  # fmt: skip
     # A batch that does not split over the devices is refused up front.

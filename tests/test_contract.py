@@ -202,6 +202,25 @@ CASES = [
         extra=lambda step, loss: {"batch": BATCH},
     ),
     Case(
+        # The default probe_optimizer="auto" around Adam: the twin built from optax.adam's b1.
+        "auto_lr_adam_auto_twin",
+        lambda: al.auto_lr(optax.adam, learning_rate=0.05, loss_fn=loss_fn, every=2),
+        extra=lambda step, loss: {"batch": BATCH},
+    ),
+    Case(
+        # Momentum SGD whose probes scale SGD's step at 1 / (1 - momentum) times the level.
+        "auto_lr_sgd_momentum_free",
+        lambda: al.auto_lr(
+            optax.sgd,
+            learning_rate=0.05,
+            loss_fn=loss_fn,
+            every=2,
+            momentum=0.9,
+            probe_optimizer="momentum_free",
+        ),
+        extra=lambda step, loss: {"batch": BATCH},
+    ),
+    Case(
         "auto_lr_custom_rule_guard",
         lambda: al.auto_lr(
             optax.sgd,
@@ -443,8 +462,10 @@ def test_rules_keep_min_lr_and_max_lr(name):
         (dict(guard_on="value", guard=False), "guard_on='value' .* needs the guard on"),
         (dict(guard_on="value", rule="seed"), "guard_on='value' .* needs the guard on"),
         (dict(initial_search=True, learning_rate=1e36), "learning_rate must be in.*initial_search"),
-        (dict(probe_optimizer="sgd"), "probe_optimizer must be None or an Optax optimizer"),
-        (dict(probe_optimizer=optax.sgd(0.1)), "probe_optimizer must be None or an Optax"),
+        (dict(probe_optimizer="sgd"), r"probe_optimizer must be None, one of \('auto'"),
+        (dict(probe_optimizer=optax.sgd(0.1)), "probe_optimizer must be None, one of"),
+        (dict(probe_optimizer="momentum_free"), "probe_optimizer='momentum_free' needs"),
+        (dict(momentum=1.0), r"momentum must be in \[0, 1\)"),
         (
             dict(probe_optimizer=lambda lr: optax.sgd(lr)),
             "probe_optimizer must be an Optax optimizer factory with a learning_rate argument",

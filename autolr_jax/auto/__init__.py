@@ -10,10 +10,12 @@ from autolr_jax.auto._scores import (
     zscore_exp_score,
 )
 from autolr_jax.auto._settings import GUARD_SIGNALS
+from autolr_jax.auto._twin import PROBE_OPTIMIZER_MODES, momentum_free_twin
 
 __all__ = [
     "DECISIONS",
     "GUARD_SIGNALS",
+    "PROBE_OPTIMIZER_MODES",
     "AutoLRControl",
     "AutoLRState",
     "AutoLRTelemetry",
@@ -21,6 +23,7 @@ __all__ = [
     "auto_lr",
     "default_probe_strategy",
     "minmax_exp_score",
+    "momentum_free_twin",
     "parabola_rule",
     "rank_exp_score",
     "resolve_probe_strategy",

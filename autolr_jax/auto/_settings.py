@@ -26,6 +26,7 @@ from autolr_jax._validation import (
 from autolr_jax.auto._combine import level_bounds
 from autolr_jax.auto._rules import resolve_rule, search_grid
 from autolr_jax.auto._scores import resolve_score
+from autolr_jax.auto._twin import PROBE_OPTIMIZER_MODES, resolve_probe_optimizer
 
 __all__ = ["GUARD_SIGNALS", "Settings", "check_settings"]
 
@@ -75,14 +76,31 @@ def _check_optimizer(
     return name
 
 
-def check_probe_optimizer(probe_optimizer: Any, learning_rate: Any, lookahead: int) -> Any:
-    """``probe_optimizer`` checked: ``None``, or a factory taking ``learning_rate``, lookahead 1."""
+def check_probe_optimizer(
+    probe_optimizer: Any,
+    learning_rate: Any,
+    lookahead: int,
+    *,
+    optimizer: Any = None,
+    inner_kwargs: dict | None = None,
+    rule: Any = None,
+) -> Any:
+    """``probe_optimizer`` resolved and checked: None, or a factory taking ``learning_rate``.
+
+    The modes ``"auto"`` and ``"momentum_free"`` become the wrapped optimizer's
+    momentum-free twin (:func:`autolr_jax.auto._twin.resolve_probe_optimizer`);
+    a factory needs ``lookahead=1``.
+    """
+    probe_optimizer = resolve_probe_optimizer(
+        probe_optimizer, optimizer, inner_kwargs or {}, rule=rule, lookahead=lookahead
+    )
     if probe_optimizer is None:
         return None
     if isinstance(probe_optimizer, optax.GradientTransformation) or not callable(probe_optimizer):
         raise ValueError(
-            "probe_optimizer must be None or an Optax optimizer factory (a callable with a "
-            f"learning_rate argument), got {probe_optimizer!r}"
+            f"probe_optimizer must be None, one of {PROBE_OPTIMIZER_MODES} or an Optax "
+            "optimizer factory (a callable with a learning_rate argument), got "
+            f"{probe_optimizer!r}"
         )
     # Its own keyword arguments are bound already (functools.partial, a lambda): none pass.
     _check_optimizer(probe_optimizer, learning_rate, {}, arg="probe_optimizer")

@@ -104,6 +104,12 @@ class Method:
     depends_on_epochs: bool = False
 
 
+# config.auto.probe_step -> auto_lr's probe_optimizer. 'auto' (auto_lr's default): with
+# momentum the probes scale SGD's step without momentum at 1 / (1 - momentum) times the level
+# (the momentum update's steady step), except under rule='seed'; 'update': SGD's own update.
+PROBE_STEPS = {"auto": "auto", "update": None, "momentum_free": "momentum_free"}
+
+
 def _sgd_prefix(config) -> list[optax.GradientTransformation]:
     """torch.optim.SGD's weight decay (added to the gradient) and momentum (dampening 0)."""
     pre = []
@@ -275,16 +281,12 @@ def _auto(config, steps_per_epoch, probe_loss_fn) -> Method:
         raise ConfigError(
             f"config.auto.guard_on must be one of {GUARD_SIGNALS}, got {a.guard_on!r}"
         )
-    if a.probe_step not in ("update", "momentum_free"):
+    if a.probe_step not in PROBE_STEPS:
         raise ConfigError(
-            f"config.auto.probe_step must be 'update' or 'momentum_free', got {a.probe_step!r}"
+            f"config.auto.probe_step must be one of {tuple(PROBE_STEPS)}, got {a.probe_step!r}"
         )
-    twin = {}
-    if a.probe_step == "momentum_free" and config.momentum:
-        # Heavy-ball (and Nesterov) momentum sums the gradients: the steady step is
-        # 1 / (1 - momentum) times the rate's, so the twin takes SGD's step at that scale.
-        scale = 1.0 / (1.0 - config.momentum)
-        twin = {"probe_optimizer": lambda learning_rate: optax.sgd(learning_rate * scale)}
+    # 'momentum_free' without momentum: the update is the momentum-free step already.
+    twin = {"probe_optimizer": PROBE_STEPS[a.probe_step] if config.momentum else None}
     # rule='seed' has no guard (auto_lr's guard=None), so nothing for guard_on to choose.
     guard_on = "probe" if a.rule == "seed" else a.guard_on
     rule = a.rule

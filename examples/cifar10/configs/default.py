@@ -144,11 +144,12 @@ def get_config() -> config_dict.ConfigDict:
             # 'probe' (the probe batch's loss at successive probes: two batches, noisy).
             # Ignored with rule='seed', which has no guard.
             "guard_on": "value",
-            # What the probes scale: 'update' (SGD's own update) or 'momentum_free' (with
-            # momentum > 0: SGD without momentum at 1 / (1 - momentum) times the level, the
-            # momentum update's steady step; auto_lr's probe_optimizer). On digits the probes
-            # of a momentum update accepted levels 5-6x the best rate (benchmarks/README.md).
-            "probe_step": "update",
+            # What the probes scale: 'auto' (auto_lr's default: with momentum > 0 and a rule
+            # other than 'seed', SGD without momentum at 1 / (1 - momentum) times the level, the
+            # momentum update's steady step), 'momentum_free' (the same under every rule) or
+            # 'update' (SGD's own update). On digits the probes of a momentum update accepted
+            # levels 5-6x the best rate (benchmarks/README.md).
+            "probe_step": "auto",
         }
     )
     # The null model (the seed's published rule): once per epoch, the losses of the unchanged

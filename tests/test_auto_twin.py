@@ -1,0 +1,193 @@
+"""momentum_free_twin and auto_lr's probe_optimizer modes ("auto", "momentum_free")."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import autolr_jax as al
+
+G1 = jnp.array([0.3, -1.2, 2.0, 1e-3], jnp.float32)
+G2 = jnp.array([-0.7, 0.4, 1.5, -2.0], jnp.float32)
+P = jnp.array([1.0, -1.0, 0.5, 2.0], jnp.float32)
+
+EMA = ["adam", "adamw", "nadam", "nadamw", "amsgrad", "adamax", "adamaxw", "radam", "lamb"]
+EMA += ["lion", "yogi"]
+
+
+def two_updates(tx):
+    """The updates of two steps from P with gradients G1 then G2, jitted."""
+
+    @jax.jit
+    def run(p):
+        state = tx.init(p)
+        u1, state = tx.update(G1, state, p)
+        u2, _ = tx.update(G2, state, p + u1)
+        return u1, u2
+
+    return [np.asarray(u, np.float64) for u in run(P)]
+
+
+def test_adam_twin_matches_numpy_rmsprop_with_bias_correction():
+    # Adam with b1=0, written out: nu_t = b2 nu + (1 - b2) g^2, step -lr g / (sqrt(nu_t /
+    # (1 - b2^t)) + eps).
+    lr, b2, eps = 0.01, 0.99, 1e-8
+    twin = al.momentum_free_twin(optax.adam, b1=0.9, b2=b2, eps=eps)
+    u1, u2 = two_updates(twin(lr))
+    g1, g2 = np.asarray(G1, np.float64), np.asarray(G2, np.float64)
+    nu1 = (1 - b2) * g1**2
+    nu2 = b2 * nu1 + (1 - b2) * g2**2
+    np.testing.assert_allclose(u1, -lr * g1 / (np.sqrt(nu1 / (1 - b2)) + eps), rtol=1e-5)
+    np.testing.assert_allclose(u2, -lr * g2 / (np.sqrt(nu2 / (1 - b2**2)) + eps), rtol=1e-5)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_sgd_twin_is_the_steady_step_of_heavy_ball_momentum(nesterov):
+    # Heavy-ball momentum m sums the gradients: the steady step is lr / (1 - m) times g.
+    twin = al.momentum_free_twin(optax.sgd, momentum=0.8, nesterov=nesterov)
+    u1, u2 = two_updates(twin(0.1))
+    np.testing.assert_allclose(u1, -0.1 / 0.2 * np.asarray(G1), rtol=1e-6)
+    np.testing.assert_allclose(u2, -0.1 / 0.2 * np.asarray(G2), rtol=1e-6)
+
+
+def test_rmsprop_twin_drops_the_momentum_and_keeps_the_rest():
+    kwargs = dict(decay=0.95, eps=1e-6, centered=True)
+    twin = al.momentum_free_twin(optax.rmsprop, momentum=0.5, nesterov=True, **kwargs)
+    got = two_updates(twin(0.01))
+    want = two_updates(optax.rmsprop(0.01 / 0.5, **kwargs))
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", EMA)
+def test_ema_twins_are_the_factory_with_b1_zero(name):
+    factory = getattr(optax, name)
+    # b2=0.5: a short memory, so that even lion's sign step differs with and without b1.
+    twin = al.momentum_free_twin(factory, b1=0.95, b2=0.5)
+    got = two_updates(twin(0.01))
+    want = two_updates(factory(0.01, b1=0.0, b2=0.5))
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-6)
+    # ... which is not the momentum update: the twin does change the step.
+    assert not np.allclose(two_updates(factory(0.01, b1=0.95, b2=0.5))[1], want[1])
+
+
+def test_partial_keywords_are_looked_through_and_the_callers_win():
+    twin = al.momentum_free_twin(functools.partial(optax.adam, b1=0.5, b2=0.9), b2=0.99)
+    got = two_updates(twin(0.01))
+    want = two_updates(optax.adam(0.01, b1=0.0, b2=0.99))
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "optimizer, kwargs",
+    [
+        (optax.sgd, {}),
+        (optax.sgd, {"momentum": 0.0}),
+        (optax.sgd, {"momentum": None, "nesterov": True}),
+        (optax.rmsprop, {"decay": 0.9}),
+        (optax.adam, {"b1": 0.0}),
+        (functools.partial(optax.adam, b1=0.0), {}),
+        (functools.partial(optax.sgd, 0.1), {"momentum": 0.9}),  # positional: unknown
+        (optax.adabelief, {}),  # its second moment follows g - m: b1=0 changes it
+        (lambda learning_rate: optax.adam(learning_rate), {}),
+    ],
+)
+def test_no_twin_without_known_momentum(optimizer, kwargs):
+    assert al.momentum_free_twin(optimizer, **kwargs) is None
+
+
+@pytest.mark.parametrize("momentum", [1.0, -0.1, 1.5])
+def test_bad_heavy_ball_momentum_is_refused(momentum):
+    with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\)"):
+        al.momentum_free_twin(optax.sgd, momentum=momentum)
+    with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\)"):
+        al.auto_lr(optax.sgd, 0.1, loss_fn=lambda w, b: jnp.sum(w**2), every=2, momentum=momentum)
+
+
+# --- auto_lr's modes -------------------------------------------------------------------
+
+_RNG = np.random.default_rng(0)
+X = jnp.asarray(_RNG.normal(size=(64, 6)), jnp.float32)
+Y = X @ jnp.arange(1.0, 7.0) + 0.1 * jnp.asarray(_RNG.normal(size=64), jnp.float32)
+
+
+def loss_fn(w, batch):
+    x, y = batch
+    return 0.5 * jnp.mean((x @ w - y) ** 2)
+
+
+def trajectory(tx, steps=30):
+    @jax.jit
+    def step(w, state):
+        g = jax.grad(loss_fn)(w, (X, Y))
+        u, state = tx.update(g, state, w, batch=(X, Y))
+        return optax.apply_updates(w, u), state
+
+    w, state = jnp.zeros(6), tx.init(jnp.zeros(6))
+    lrs = []
+    for _ in range(steps):
+        w, state = step(w, state)
+        lrs.append(float(al.current_lr(state)))
+    return np.array(lrs), state
+
+
+def test_auto_is_the_explicit_twin_for_adam():
+    kwargs = dict(learning_rate=1e-3, loss_fn=loss_fn, every=3)
+    auto, state = trajectory(al.auto_lr(optax.adam, **kwargs))
+    explicit, _ = trajectory(
+        al.auto_lr(optax.adam, probe_optimizer=functools.partial(optax.adam, b1=0.0), **kwargs)
+    )
+    update, update_state = trajectory(al.auto_lr(optax.adam, probe_optimizer=None, **kwargs))
+    np.testing.assert_array_equal(auto, explicit)
+    assert state.probe_state is not None and update_state.probe_state is None
+    assert not np.allclose(auto, update)  # the twin changes the levels chosen
+
+
+def test_auto_is_the_explicit_twin_for_momentum_sgd():
+    kwargs = dict(learning_rate=0.01, loss_fn=loss_fn, every=3, momentum=0.9)
+    mode, _ = trajectory(al.auto_lr(optax.sgd, probe_optimizer="momentum_free", **kwargs))
+    auto, _ = trajectory(al.auto_lr(optax.sgd, **kwargs))
+    explicit, _ = trajectory(
+        al.auto_lr(
+            optax.sgd, probe_optimizer=lambda learning_rate: optax.sgd(learning_rate * 10), **kwargs
+        )
+    )
+    np.testing.assert_allclose(auto, explicit, rtol=1e-6)
+    np.testing.assert_array_equal(auto, mode)
+
+
+@pytest.mark.parametrize(
+    "optimizer, kwargs",
+    [
+        (optax.sgd, {}),  # no momentum
+        (optax.sgd, {"momentum": 0.9, "rule": "seed", "initial_search": False}),  # Algorithm 1
+        (optax.adam, {"rule": "seed"}),
+    ],
+)
+def test_auto_leaves_the_update_probes_where_no_twin_applies(optimizer, kwargs):
+    common = dict(learning_rate=0.01, loss_fn=loss_fn, every=3, **kwargs)
+    auto, state = trajectory(al.auto_lr(optimizer, **common))
+    none, _ = trajectory(al.auto_lr(optimizer, probe_optimizer=None, **common))
+    np.testing.assert_array_equal(auto, none)
+    assert state.probe_state is None
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(), "probe_optimizer='momentum_free' needs an optimizer whose momentum"),
+        (dict(momentum=0.9, lookahead=2, rule="seed"), "probe_optimizer needs lookahead=1"),
+    ],
+)
+def test_momentum_free_mode_refuses_what_it_cannot_build(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        al.auto_lr(
+            optax.sgd, 0.1, loss_fn=loss_fn, every=2, probe_optimizer="momentum_free", **kwargs
+        )
