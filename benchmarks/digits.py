@@ -83,7 +83,9 @@ class Method:
     probes_per_epoch: int = 1
     # The wrapped optimizer: "adam" (the task's) or one of OTHER_OPTIMIZERS (rows "<name>-*").
     optimizer: str = "adam"
-    # auto_lr's probe_optimizer, by name (PROBE_TWINS); None: the probes scale the update.
+    # auto_lr's probe_optimizer: a name of PROBE_TWINS, "auto" (auto_lr's default: the
+    # momentum-free twin where auto_lr knows the momentum) or None (the probes scale the
+    # update; what every row measured before "auto" became the default).
     probe_twin: str | None = None
     # Initial learning rates (None: LRS); the finer constant grid only.
     lrs: tuple[float, ...] | None = None
@@ -269,8 +271,25 @@ def plan(quick: bool = False) -> list[Method]:
             optimizer="sgd",
         )
     )
+    # auto_lr at its defaults (armijo, search, the budget, the guard on the training loss
+    # passed as value=, probe_optimizer="auto") around every optimizer: with Adam, Adam with
+    # b1 = 0.5 and momentum SGD the probes scale the momentum-free twin; without momentum
+    # (plain SGD, RMSprop, Adam with b1 = 0) the update itself.
+    for opt in ("adam", *OTHER_OPTIMIZERS):
+        methods.append(
+            Method(
+                ("" if opt == "adam" else f"{opt}-") + "auto-default",
+                "auto",
+                "armijo",
+                True,
+                True,
+                guard_on="value",
+                optimizer=opt,
+                probe_twin="auto",
+            )
+        )
     if quick:
-        keep = {"adam-constant", "auto-armijo+search+wsd"}
+        keep = {"adam-constant", "auto-armijo+search+wsd", "auto-default"}
         methods = [m for m in methods if m.name in keep]
     return methods
 
@@ -322,7 +341,11 @@ def _build(method: Method, steps: int, every: int):
         guard_tolerance=method.guard_tolerance,
         guard_on=method.guard_on,
         **({} if method.factors is None else {"factors": method.factors}),
-        **({} if method.probe_twin is None else {"probe_optimizer": _factory(method.probe_twin)}),
+        probe_optimizer=(
+            method.probe_twin
+            if method.probe_twin in (None, "auto")
+            else _factory(method.probe_twin)
+        ),
     )
 
     def with_lr(state, lr):

@@ -21,6 +21,8 @@ def test_digits_quick_run_and_report(tmp_path, capsys):
         "auto-armijo+search+wsd",
         "auto-parabola+search+wsd",
         "prodigy",
+        "auto-default",
+        "momentum-auto-default",
     ):
         assert needed in names
     assert digits.main(["--quick", "--out", str(tmp_path)]) == 0
@@ -28,7 +30,11 @@ def test_digits_quick_run_and_report(tmp_path, capsys):
     machine = json.loads(lines[0])["machine"]
     assert machine["versions"]["jax"] and machine["versions"]["scikit-learn"]
     runs = [json.loads(x) for x in lines[1:]]
-    assert {r["method"] for r in runs} == {"adam-constant", "auto-armijo+search+wsd"}
+    assert {r["method"] for r in runs} == {
+        "adam-constant",
+        "auto-armijo+search+wsd",
+        "auto-default",
+    }
     auto = [r for r in runs if r["method"].startswith("auto")]
     assert all(r["decision_per_probe"][0] == 8 for r in auto)  # the first probe searched
     report = (tmp_path / "report.md").read_text()
