@@ -480,6 +480,10 @@ def test_bad_settings(tiny_folder, tmp_path, overrides, message):
         ({"auto__armijo_c": 1.5, "auto__rule": "armijo"}, "c must be in"),
         ({"auto__armijo_c": 0.1, "auto__rule": "seed"}, "armijo_c needs auto.rule='armijo'"),
         ({"lr_update": "often", "schedule": "cosine"}, "lr_update"),
+        ({"optimizer": "adagrad"}, "config.optimizer must be one of"),
+        ({"optimizer": "adam", "schedule": "prodigy"}, "brings its own optimizer"),
+        ({"optimizer": "adam", "schedule": "alr"}, "brings its own optimizer"),
+        ({"optimizer": "adam", "momentum": 0.9}, "momentum is config.adam.b1"),
     ],
 )
 def test_bad_settings_are_refused_before_any_data_is_read(tmp_path, overrides, message):
@@ -746,6 +750,41 @@ def test_sgd_matches_torch(torch):
             opt.step()
         np.testing.assert_allclose(np.asarray(p), tp.detach().numpy(), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(np.asarray(alr_p), tp.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("schedule", ["constant", "auto"])
+def test_adam_matches_torch(torch, schedule):
+    """config.optimizer='adam' is torch.optim.Adam (weight decay added to the gradient); under
+    auto_lr too, between probes (every update but the first is not a probe here)."""
+    import jax.numpy as jnp
+    import optax
+
+    rng = np.random.default_rng(1)
+    p0 = rng.normal(size=6).astype(np.float32)
+    grads = rng.normal(size=(8, 6)).astype(np.float32)
+    config = configs.get_config("cpu")
+    config.schedule, config.learning_rate, config.weight_decay = schedule, 0.01, 1e-2
+    config.optimizer, config.adam.b1, config.adam.b2, config.adam.eps = "adam", 0.8, 0.99, 1e-6
+    config.auto.update({"every": 100, "initial_search": False, "rule": "seed", "budget": "none"})
+    tx = optimizers.build_method(config, 4, probe_loss_fn=lambda p, b: jnp.sum(p**2)).tx
+    p = jnp.asarray(p0)
+    state = tx.init(p)
+    tp = torch.tensor(p0, requires_grad=True)
+    opt = torch.optim.Adam([tp], lr=0.01, betas=(0.8, 0.99), eps=1e-6, weight_decay=1e-2)
+    lrs = []
+    for g in grads:
+        extra = {"batch": None} if schedule == "auto" else {}
+        updates, state = tx.update(jnp.asarray(g), state, p, **extra)
+        # The rate this update used (auto_lr's first update is a probe that moves it).
+        lrs.append(float(al.current_lr(state)))
+        for group in opt.param_groups:
+            group["lr"] = lrs[-1]
+        p = optax.apply_updates(p, updates)
+        tp.grad = torch.tensor(g)
+        opt.step()
+    np.testing.assert_allclose(np.asarray(p), tp.detach().numpy(), rtol=1e-5, atol=1e-6)
+    assert lrs[1:] == [lrs[1]] * 7
+    assert (schedule == "auto") == (lrs[0] != pytest.approx(0.01))
 
 
 def test_loop_safe_conv_matches_autodiff():

@@ -9,11 +9,11 @@ Families (``config.schedule`` names the method, ``config.<method>`` holds its
 settings):
 
 * fixed schedules (``constant``, ``step``, ``multistep``, ``exponential``,
-  ``linear``, ``cosine``, ``warmup_cosine``, ``one_cycle``, ``wsd``): SGD with
-  ``autolr_jax.scale_by_lr_schedule``, PyTorch's values;
-* ``plateau``: SGD with ``autolr_jax.reduce_on_plateau``, fed once per epoch
+  ``linear``, ``cosine``, ``warmup_cosine``, ``one_cycle``, ``wsd``): SGD (or Adam,
+  ``config.optimizer``) with ``autolr_jax.scale_by_lr_schedule``, PyTorch's values;
+* ``plateau``: SGD or Adam with ``autolr_jax.reduce_on_plateau``, fed once per epoch
   with ``report_metric`` (the after-epoch hook);
-* ``auto``: ``autolr_jax.auto_lr(optax.sgd, ...)``, which probes factors of the
+* ``auto``: ``autolr_jax.auto_lr(optax.sgd, ...)`` (or ``optax.adam``), which probes factors of the
   learning rate inside the jitted step (it needs a probe batch);
 * ``null_model``: the rule of the seed's published code, as a baseline: once per
   epoch, the losses of the unchanged model on one random training batch per
@@ -110,12 +110,46 @@ class Method:
 PROBE_STEPS = {"auto": "auto", "update": None, "momentum_free": "momentum_free"}
 
 
-def _sgd_prefix(config) -> list[optax.GradientTransformation]:
-    """torch.optim.SGD's weight decay (added to the gradient) and momentum (dampening 0)."""
+# config.optimizer: the direction the learning rate scales, as PyTorch computes it.
+OPTIMIZERS = ("sgd", "adam")
+# The methods that use it; the learning-rate-free optimizers and the ALR tree are SGD's.
+_TAKES_OPTIMIZER = ("plateau", "auto", "null_model")
+
+
+def check_optimizer(config) -> None:
+    """``config.optimizer`` known, used by this method, and not mixed with SGD's momentum."""
+    if config.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"config.optimizer must be one of {OPTIMIZERS}, got {config.optimizer!r}")
+    if config.optimizer == "sgd":
+        return
+    if config.schedule not in (*FIXED_SCHEDULES, *_TAKES_OPTIMIZER):
+        raise ConfigError(
+            f"config.optimizer={config.optimizer!r} needs a fixed schedule or one of "
+            f"{_TAKES_OPTIMIZER}; config.schedule={config.schedule!r} brings its own optimizer "
+            "(SGD's)"
+        )
+    if config.momentum or config.nesterov:
+        raise ConfigError(
+            "config.momentum and config.nesterov are SGD's; with config.optimizer='adam' the "
+            f"momentum is config.adam.b1, got momentum={config.momentum!r}, "
+            f"nesterov={config.nesterov!r}"
+        )
+
+
+def _direction(config) -> list[optax.GradientTransformation]:
+    """The update before the learning rate: torch.optim.SGD's or torch.optim.Adam's.
+
+    Weight decay is added to the gradient (PyTorch's ``weight_decay`` for both), then
+    SGD's momentum (dampening 0) or Adam's moment estimates (``config.adam``).
+    """
+    check_optimizer(config)
     pre = []
     if config.weight_decay:
         pre.append(optax.add_decayed_weights(config.weight_decay))
-    if config.momentum:
+    if config.optimizer == "adam":
+        b = config.adam
+        pre.append(optax.scale_by_adam(b1=b.b1, b2=b.b2, eps=b.eps))
+    elif config.momentum:
         pre.append(optax.trace(decay=config.momentum, nesterov=config.nesterov))
     return pre
 
@@ -205,7 +239,7 @@ def _depends_on_epochs(config) -> bool:
 
 def _fixed(config, steps_per_epoch, probe_loss_fn) -> Method:
     schedule = build_schedule(config, steps_per_epoch)
-    tx = optax.chain(*_sgd_prefix(config), al.scale_by_lr_schedule(schedule))
+    tx = optax.chain(*_direction(config), al.scale_by_lr_schedule(schedule))
     return Method(tx, depends_on_epochs=_depends_on_epochs(config))
 
 
@@ -232,7 +266,7 @@ def _plateau(config, steps_per_epoch, probe_loss_fn) -> Method:
     def after_epoch(opt_state, metrics):
         return al.report_metric(opt_state, jnp.float32(metrics[p.metric]))
 
-    return Method(optax.chain(*_sgd_prefix(config), last), after_epoch=after_epoch)
+    return Method(optax.chain(*_direction(config), last), after_epoch=after_epoch)
 
 
 def auto_score(text: str | None):
@@ -270,9 +304,19 @@ def _auto(config, steps_per_epoch, probe_loss_fn) -> Method:
         raise ConfigError(
             f"config.auto.probe_batch_size must be an integer >= 1, got {a.probe_batch_size!r}"
         )
+    check_optimizer(config)
     pre = [optax.add_decayed_weights(config.weight_decay)] if config.weight_decay else []
-    # auto_lr owns the momentum: the candidates are factors of SGD's whole update.
-    momentum = {"momentum": config.momentum, "nesterov": config.nesterov} if config.momentum else {}
+    # auto_lr owns the momentum: the candidates are factors of the optimizer's whole update.
+    if config.optimizer == "adam":
+        factory = optax.adam
+        inner = {"b1": config.adam.b1, "b2": config.adam.b2, "eps": config.adam.eps}
+        has_momentum = bool(config.adam.b1)
+    else:
+        factory = optax.sgd
+        inner = (
+            {"momentum": config.momentum, "nesterov": config.nesterov} if config.momentum else {}
+        )
+        has_momentum = bool(config.momentum)
     every = steps_per_epoch if a.every is None else a.every
     if a.budget not in (None, "none", "wsd"):
         raise ConfigError(f"config.auto.budget must be 'wsd' or 'none', got {a.budget!r}")
@@ -286,7 +330,7 @@ def _auto(config, steps_per_epoch, probe_loss_fn) -> Method:
             f"config.auto.probe_step must be one of {tuple(PROBE_STEPS)}, got {a.probe_step!r}"
         )
     # 'momentum_free' without momentum: the update is the momentum-free step already.
-    twin = {"probe_optimizer": PROBE_STEPS[a.probe_step] if config.momentum else None}
+    twin = {"probe_optimizer": PROBE_STEPS[a.probe_step] if has_momentum else None}
     # rule='seed' has no guard (auto_lr's guard=None), so nothing for guard_on to choose.
     guard_on = "probe" if a.rule == "seed" else a.guard_on
     rule = a.rule
@@ -303,7 +347,7 @@ def _auto(config, steps_per_epoch, probe_loss_fn) -> Method:
             decay_shape=config.wsd.decay_shape,
         )
     last = al.auto_lr(
-        optax.sgd,
+        factory,
         learning_rate=config.learning_rate,
         loss_fn=probe_loss_fn,
         factors=tuple(a.factors),
@@ -320,7 +364,7 @@ def _auto(config, steps_per_epoch, probe_loss_fn) -> Method:
         guard_memory=a.guard_memory,
         guard_on=guard_on,
         **auto_score(a.score),
-        **momentum,
+        **inner,
         **twin,
     )
     probe = Probe(every, a.probe_batch_size, a.probe_source, a.lookahead, value=guard_on == "value")
@@ -365,7 +409,7 @@ def _null_model(config, steps_per_epoch, probe_loss_fn) -> Method:
     if not (isinstance(size, int) and size >= 1):
         raise ConfigError(f"config.null_model.batch_size must be an integer >= 1, got {size!r}")
     inject = optax.inject_hyperparams(optax.sgd)(learning_rate=config.learning_rate)
-    tx = optax.chain(*_sgd_prefix(config), inject)
+    tx = optax.chain(*_direction(config), inject)
 
     def update(opt_state, losses):
         lr = al.current_lr(opt_state)
@@ -485,6 +529,7 @@ def build_method(config, steps_per_epoch: int, probe_loss_fn=None) -> Method:
         raise ConfigError(
             f"config.schedule must be one of {', '.join(METHODS)}, got {config.schedule!r}"
         )
+    check_optimizer(config)
     try:
         return BUILDERS[config.schedule](config, steps_per_epoch, probe_loss_fn)
     except ConfigError:

@@ -85,6 +85,7 @@ def check_config(config) -> None:
         if value is not None and not (isinstance(value, int) and value >= 1):
             bad(f"data.{name}", value, "an integer >= 1 or unset")
     check_protocol_options(config, bad)
+    optimizers.check_optimizer(config)
     if config.schedule != "alr":  # every library check of the method, before any data
         optimizers.build_method(config, 1, lambda params, batch: 0.0)
 

@@ -68,6 +68,11 @@ def get_config() -> config_dict.ConfigDict:
     c.momentum = 0.0
     c.nesterov = False
     c.weight_decay = 0.0
+    # 'sgd' (torch.optim.SGD, as above) or 'adam' (torch.optim.Adam: weight decay added to
+    # the gradient, then Adam's moments with config.adam's betas and eps; momentum unset).
+    # Used by the fixed schedules, plateau, auto and null_model.
+    c.optimizer = "sgd"
+    c.adam = config_dict.ConfigDict({"b1": 0.9, "b2": 0.999, "eps": 1e-8})
 
     # ---- the method that sets the learning rate (optimizers.METHODS lists them)
     c.schedule = "constant"
