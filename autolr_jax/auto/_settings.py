@@ -81,9 +81,9 @@ def check_probe_optimizer(
     learning_rate: Any,
     lookahead: int,
     *,
-    optimizer: Any = None,
-    inner_kwargs: dict | None = None,
-    rule: Any = None,
+    optimizer: Any,
+    inner_kwargs: dict,
+    rule: Any,
 ) -> Any:
     """``probe_optimizer`` resolved and checked: None, or a factory taking ``learning_rate``.
 
@@ -92,7 +92,7 @@ def check_probe_optimizer(
     a factory needs ``lookahead=1``.
     """
     probe_optimizer = resolve_probe_optimizer(
-        probe_optimizer, optimizer, inner_kwargs or {}, rule=rule, lookahead=lookahead
+        probe_optimizer, optimizer, inner_kwargs, rule=rule, lookahead=lookahead
     )
     if probe_optimizer is None:
         return None
