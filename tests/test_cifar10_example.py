@@ -866,6 +866,9 @@ def test_cpu_preset_on_real_cifar10(tmp_path):
     config.data.data_dir = str(REAL_DATA)
     config.data.cache_dir = str(tmp_path / "cache")
     config.epochs = 1
+    # Half the preset's 10,000 training images: one epoch of 156 updates still learns
+    # (0.26 test accuracy against chance 0.10, measured) in half the CI time.
+    config.data.train_subset = 5000
     config.data.test_subset = 2000
     config.progress = False
     t = time.time()
@@ -873,7 +876,8 @@ def test_cpu_preset_on_real_cifar10(tmp_path):
     elapsed = time.time() - t
     check_outputs(tmp_path / "run", history, 1, width=0.125)
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert saved["_data.class_counts"]["train"] == dict.fromkeys(input_pipeline.CLASS_NAMES, 1000)
+    assert saved["_data.class_counts"]["train"] == dict.fromkeys(input_pipeline.CLASS_NAMES, 500)
     assert saved["_data.class_counts"]["test"] == dict.fromkeys(input_pipeline.CLASS_NAMES, 200)
     print(f"cpu preset, 1 epoch on real CIFAR-10: {history[-1]}, {elapsed:.0f} s in all")
-    assert history[-1]["test_accuracy"] > 0.25  # chance is 0.10; one epoch gives about 0.35
+    # Chance is 0.10 (std 0.007 on 2,000 images); mislabelled or misdecoded data stays there.
+    assert history[-1]["test_accuracy"] > 0.18
