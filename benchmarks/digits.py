@@ -522,18 +522,36 @@ def run_method(method: Method, data, epochs: int, seeds, lrs) -> list[dict[str, 
     return rows
 
 
-def run_all(out: pathlib.Path, quick: bool = False) -> pathlib.Path:
-    """Runs the plan and writes ``runs.jsonl`` (first line: the machine and versions)."""
+def run_all(
+    out: pathlib.Path,
+    quick: bool = False,
+    seeds: tuple[int, ...] | None = None,
+    methods: tuple[str, ...] | None = None,
+) -> pathlib.Path:
+    """Runs the plan and writes ``runs.jsonl`` (first line: the machine and versions).
+
+    ``seeds`` replaces :data:`SEEDS` and ``methods`` keeps only the plan's rows of those
+    names (both ``None``: the whole plan over three seeds).
+    """
     from benchmarks._common import machine_facts
 
     epochs = 2 if quick else EPOCHS
-    seeds = SEEDS[:1] if quick else SEEDS
+    if seeds is None:
+        seeds = SEEDS[:1] if quick else SEEDS
+    todo = plan(quick)
+    if methods is not None:
+        unknown = sorted(set(methods) - {m.name for m in todo})
+        if unknown:
+            raise ValueError(f"methods: not in the plan: {unknown}")
+        todo = [m for m in todo if m.name in methods]
     lrs = (1e-3, 1.0) if quick else LRS
     data = load_data()
     out.mkdir(parents=True, exist_ok=True)
     path = out / "runs.jsonl"
     facts = machine_facts()
-    facts.update({"epochs": epochs, "batch": BATCH, "hidden": HIDDEN, "quick": quick})
+    facts.update(
+        {"epochs": epochs, "batch": BATCH, "hidden": HIDDEN, "quick": quick, "seeds": list(seeds)}
+    )
     for dist in ("scikit-learn",):
         from benchmarks._common import _version
 
@@ -541,7 +559,7 @@ def run_all(out: pathlib.Path, quick: bool = False) -> pathlib.Path:
     t0 = time.perf_counter()
     with open(path, "w") as f:
         f.write(json.dumps({"machine": facts}) + "\n")
-        for method in plan(quick):
+        for method in todo:
             m0 = time.perf_counter()
             rows = run_method(method, data, epochs, seeds, lrs)
             for row in rows:
@@ -779,13 +797,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("what", nargs="?", default="all", choices=("all", "plan", "run", "report"))
     parser.add_argument("--quick", action="store_true", help="a few runs of 4 epochs")
     parser.add_argument("--out", type=pathlib.Path, default=OUT)
+    parser.add_argument(
+        "--seeds", type=int, default=None, help=f"run seeds 0 .. N-1 (default {len(SEEDS)})"
+    )
+    parser.add_argument(
+        "--methods", default=None, help="comma-separated plan rows to run (default: all)"
+    )
     args = parser.parse_args(argv)
+    if args.seeds is not None and args.seeds < 1:
+        parser.error(f"--seeds must be >= 1, got {args.seeds}")
     if args.what == "plan":
         for m in plan(args.quick):
             print(m.name, json.dumps(m.settings()))
         return 0
     if args.what in ("all", "run"):
-        run_all(args.out, args.quick)
+        seeds = None if args.seeds is None else tuple(range(args.seeds))
+        methods = None if args.methods is None else tuple(args.methods.split(","))
+        run_all(args.out, args.quick, seeds, methods)
     if args.what in ("all", "report"):
         text = report(args.out / "runs.jsonl")
         (args.out / "report.md").write_text(text)

@@ -25,17 +25,25 @@ def test_digits_quick_run_and_report(tmp_path, capsys):
         "momentum-auto-default",
     ):
         assert needed in names
-    assert digits.main(["--quick", "--out", str(tmp_path)]) == 0
+    # Two of the quick plan's rows, two seeds: the options that re-run chosen rows with more seeds.
+    argv = ["--quick", "--seeds", "2", "--methods", "adam-constant,auto-default"]
+    assert digits.main([*argv, "--out", str(tmp_path)]) == 0
     lines = (tmp_path / "runs.jsonl").read_text().splitlines()
     machine = json.loads(lines[0])["machine"]
     assert machine["versions"]["jax"] and machine["versions"]["scikit-learn"]
+    assert machine["seeds"] == [0, 1]
     runs = [json.loads(x) for x in lines[1:]]
-    assert {r["method"] for r in runs} == {
-        "adam-constant",
-        "auto-armijo+search+wsd",
-        "auto-default",
-    }
+    assert {r["method"] for r in runs} == {"adam-constant", "auto-default"}
+    assert {r["seed"] for r in runs} == {0, 1}
     auto = [r for r in runs if r["method"].startswith("auto")]
     assert all(r["decision_per_probe"][0] == 8 for r in auto)  # the first probe searched
     report = (tmp_path / "report.md").read_text()
     assert "Test accuracy" in report and "Target" in report
+
+
+def test_digits_refuses_unknown_rows_and_no_seeds(tmp_path):
+    with pytest.raises(ValueError, match="not in the plan.*'nope'"):
+        digits.run_all(tmp_path, quick=True, methods=("adam-constant", "nope"))
+    assert not (tmp_path / "runs.jsonl").exists()
+    with pytest.raises(SystemExit):
+        digits.main(["--seeds", "0", "--out", str(tmp_path)])
