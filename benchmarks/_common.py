@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import importlib.metadata
+import json
 import os
 import platform
 import shlex
@@ -11,6 +12,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 
@@ -76,3 +78,13 @@ def median_time(fn: Callable[[], Any], reps: int, warmup: int = 1) -> tuple[floa
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times), times
+
+
+def write_record(out: str | os.PathLike, name: str, result: dict, markdown: str) -> None:
+    """Writes ``<out>/<name>.json`` (the record) and ``<out>/<name>.md`` (its tables), and
+    prints the tables."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / f"{name}.md").write_text(markdown)
+    print(markdown)

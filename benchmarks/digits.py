@@ -542,7 +542,10 @@ def run_all(
     if methods is not None:
         unknown = sorted(set(methods) - {m.name for m in todo})
         if unknown:
-            raise ValueError(f"methods: not in the plan: {unknown}")
+            raise ValueError(
+                f"methods: {unknown} are not rows of the plan "
+                "(`python -m benchmarks.digits plan` lists them)"
+            )
         todo = [m for m in todo if m.name in methods]
     lrs = (1e-3, 1.0) if quick else LRS
     data = load_data()

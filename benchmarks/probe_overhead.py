@@ -36,7 +36,6 @@ Results go to ``<out>/probe_overhead.md`` and ``<out>/probe_overhead.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import statistics
@@ -1017,12 +1016,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result["total_s"] = time.perf_counter() - t_start
     result["probe_cost_per_epoch"] = probe_cost_per_epoch(result)
 
-    md = render_markdown(result)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "probe_overhead.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "probe_overhead.md").write_text(md)
-    print(md)
+    _common.write_record(args.out, "probe_overhead", result, render_markdown(result))
     return result
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -203,12 +202,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "description": f"{desc} (width {args.width})",
         "optimizers": {name: measure(name, fns, batch, args) for name in args.optimizers},
     }
-    md = render_markdown(result)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "twin_overhead.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "twin_overhead.md").write_text(md)
-    print(md)
+    _common.write_record(args.out, "twin_overhead", result, render_markdown(result))
     return result
 
 

@@ -42,7 +42,7 @@ def test_digits_quick_run_and_report(tmp_path, capsys):
 
 
 def test_digits_refuses_unknown_rows_and_no_seeds(tmp_path):
-    with pytest.raises(ValueError, match="not in the plan.*'nope'"):
+    with pytest.raises(ValueError, match="methods: \\[.nope.\\] are not rows of the plan"):
         digits.run_all(tmp_path, quick=True, methods=("adam-constant", "nope"))
     assert not (tmp_path / "runs.jsonl").exists()
     with pytest.raises(SystemExit):
