@@ -1,0 +1,78 @@
+"""The suite's pre-registered plan: tasks, rows, grids, starts and seeds, fixed before any run.
+
+Per task:
+
+* ``constant``, ``cosine`` and ``wsd`` (warmup-stable-decay, 20 % linear
+  cooldown), each with the task's warmup, over the task's half-decade grid of
+  peak rates (x sqrt(10) steps), extended by the runner until the best mean
+  validation metric is interior;
+* ``prodigy``, ``schedule_free`` and ``dog`` at their Optax defaults;
+* ``auto_lr`` rows from the task's five starts (four decades): the default
+  (``auto-default``), Algorithm 1 (``seed``), and the level candidates;
+* ``lrfind-wsd-*``: a fixed wsd at the peak ``lr_find`` suggests (100 updates
+  before the run, by each suggestion rule); ``lrfind-auto``: ``auto_lr`` from the
+  valley suggestion, without its one-step search.
+
+Seeds 0-4 on every task but the language model (0-2, ~25 s a run). The default
+for all tasks is chosen on the validation metric across the suite; test metrics
+are read once, in the report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from benchmarks.suite.methods import Method
+from benchmarks.suite.tasks import TASKS, Task
+
+__all__ = ["Cell", "QUICK_SEEDS", "SEEDS", "TASK_SEEDS", "plan", "seeds_for"]
+
+SEEDS = (0, 1, 2, 3, 4)
+# The language model costs ~25 s a run on 2 CPU cores: three seeds there.
+TASK_SEEDS = {"bytelm": (0, 1, 2)}
+QUICK_SEEDS = (0,)
+
+
+def seeds_for(task: str, quick: bool = False) -> tuple[int, ...]:
+    """The pre-registered seeds of a task."""
+    return QUICK_SEEDS if quick else TASK_SEEDS.get(task, SEEDS)
+
+
+FIXED = (Method("constant", "constant"), Method("cosine", "cosine"), Method("wsd", "wsd"))
+LR_FREE = (Method("prodigy", "prodigy"), Method("schedule_free", "schedule_free"),
+           Method("dog", "dog"))  # fmt: skip
+LR_FIND = tuple(
+    Method(f"lrfind-wsd-{rule}", "lrfind-wsd", suggest=rule)
+    for rule in ("valley", "minimum", "steepest")
+) + (Method("lrfind-auto", "lrfind-auto", suggest="valley"),)
+AUTO = (
+    Method("auto-default", "auto"),
+    Method("seed", "seed"),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One row of the plan on one task: its method, its rates and whether the grid grows."""
+
+    task: Task
+    method: Method
+    rates: tuple[float | None, ...]
+    extend: bool
+
+
+def plan(tasks: tuple[str, ...] | None = None, quick: bool = False) -> list[Cell]:
+    """The cells in run order; ``quick``: one fixed and one auto row, two rates, one seed."""
+    cells = []
+    for name in tasks or tuple(TASKS):
+        task = TASKS[name]
+        if quick:
+            mid = task.starts[2]
+            cells.append(Cell(task, FIXED[2], (mid,), False))
+            cells.append(Cell(task, AUTO[0], (task.starts[0], mid), False))
+            cells.append(Cell(task, LR_FIND[0], (None,), False))
+            continue
+        cells += [Cell(task, m, task.grid, True) for m in FIXED]
+        cells += [Cell(task, m, (None,), False) for m in LR_FREE + LR_FIND]
+        cells += [Cell(task, m, task.starts, False) for m in AUTO]
+    return cells

@@ -1,0 +1,236 @@
+"""The suite's report: one generated page from ``runs.jsonl``, the only place its numbers live.
+
+Per task: every row's validation metric (the tuned fixed schedules at their best
+rate, chosen on validation) and test metric, mean +- sample standard deviation
+(ddof = 1) over seeds; auto_lr's rows per start with the level they held before
+the cooldown; lr_find's suggestions against the tuned wsd peak; the issue's
+targets, pass or miss; and one plot: the validation metric against the rate.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+from benchmarks.suite.tasks import TASKS, Task
+
+__all__ = ["summarise", "write"]
+
+FIXED = ("constant", "cosine", "wsd")
+
+
+def _ms(values: list[float | None]) -> tuple[float, float, int, int]:
+    """(mean, sample std (ddof=1), finite count, non-finite count)."""
+    ok = [v for v in values if v is not None and math.isfinite(v)]
+    bad = len(values) - len(ok)
+    if not ok:
+        return math.nan, math.nan, 0, bad
+    std = float(np.std(ok, ddof=1)) if len(ok) > 1 else math.nan
+    return float(np.mean(ok)), std, len(ok), bad
+
+
+def _fmt(m: float, s: float, digits: int = 4) -> str:
+    if math.isnan(m):
+        return "diverged"
+    return f"{m:.{digits}g} ± {s:.2g}" if not math.isnan(s) else f"{m:.{digits}g}"
+
+
+def _geo(values: list[float | None]) -> float:
+    ok = [v for v in values if v is not None and v > 0 and math.isfinite(v)]
+    return float(np.exp(np.mean(np.log(ok)))) if ok else math.nan
+
+
+def summarise(rows: list[dict[str, Any]], task: Task) -> dict[str, Any]:
+    """The numbers of one task: per (method, rate) the metrics, and the tuned optimum."""
+    runs = [r for r in rows if r.get("task") == task.name and r.get("kind", "run") == "run"]
+    groups: dict[tuple[str, Any], list[dict]] = defaultdict(list)
+    for r in runs:
+        groups[(r["method"], r["lr"] if r["method"] not in _NO_LR else None)].append(r)
+    cells = {}
+    for (method, lr), rs in groups.items():
+        # A diverged seed counts as the worst value: the mean is then "diverged".
+        val = [r["val"].get(task.metric) for r in rs]
+        test = [r["test"].get(task.metric) for r in rs]
+        vm, vs, n, bad = _ms(val)
+        if bad:
+            vm = math.nan
+        tm, ts, _, tbad = _ms(test)
+        if tbad:
+            tm = math.nan
+        cells[(method, lr)] = {
+            "val": (vm, vs),
+            "test": (tm, ts),
+            "n": len(rs),
+            "diverged": bad,
+            "level": _geo([r.get("level_before_cooldown") for r in rs]),
+            "suggestion": _geo([r.get("lr_find", {}).get("suggestion") for r in rs]),
+            "suggestions": {
+                k: _geo([r.get("lr_find", {}).get("suggestions", {}).get(k) for r in rs])
+                for k in ("valley", "minimum", "steepest")
+            },
+            "wall_s": float(np.median([r["wall_s"] for r in rs])),
+        }
+    sign = -1.0 if task.higher_is_better else 1.0
+
+    def key(c):
+        m = cells[c]["val"][0]
+        return math.inf if math.isnan(m) else sign * m
+
+    best = {}
+    for method in FIXED:
+        cands = [c for c in cells if c[0] == method]
+        if cands:
+            c = min(cands, key=key)
+            rates = sorted(x[1] for x in cands)
+            best[method] = {"lr": c[1], "interior": rates[0] < c[1] < rates[-1], **cells[c]}
+    return {"cells": cells, "best": best}
+
+
+_NO_LR = {"prodigy", "schedule_free", "dog", "lrfind-wsd-valley", "lrfind-wsd-minimum",
+          "lrfind-wsd-steepest", "lrfind-auto"}  # fmt: skip
+
+
+def _within(task: Task, value: float, ref: float) -> bool:
+    if math.isnan(value) or math.isnan(ref):
+        return False
+    if task.metric == "accuracy":
+        return value >= ref - 1.0
+    return value <= ref * 1.02 if not task.higher_is_better else value >= ref * 0.98
+
+
+def _plot(task: Task, summary: dict, path: pathlib.Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    cells = summary["cells"]
+    for method in (*FIXED, "auto-default", "seed", *AUTO_EXTRA):
+        pts = sorted((lr, c["val"]) for (m, lr), c in cells.items() if m == method and lr)
+        if not pts:
+            continue
+        x = [p[0] for p in pts]
+        y = [p[1][0] for p in pts]
+        e = [0 if math.isnan(p[1][1]) else p[1][1] for p in pts]
+        style = "-o" if method in FIXED else "--s"
+        ax.errorbar(x, y, yerr=e, fmt=style, ms=3, capsize=2, label=method)
+    ax.set_xscale("log")
+    ax.set_xlabel("peak rate (fixed) / initial rate (auto)")
+    ax.set_ylabel(f"validation {task.metric}")
+    finite = [c["val"][0] for c in cells.values() if not math.isnan(c["val"][0])]
+    if finite:
+        lo, hi = min(finite), np.percentile(finite, 60)
+        pad = 0.1 * (hi - lo + 1e-9)
+        ax.set_ylim(lo - pad, hi + 4 * pad) if not task.higher_is_better else None
+    ax.set_title(task.name)
+    ax.legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+AUTO_EXTRA: tuple[str, ...] = ()
+
+
+def write(out: pathlib.Path, tasks: tuple[str, ...] | None = None) -> str:
+    """Writes ``report.md`` and the plots under ``out``; returns the page's path."""
+    out = pathlib.Path(out)
+    path = out / "runs.jsonl"
+    rows = [json.loads(line) for line in path.open()] if path.exists() else []
+    env = {}
+    if (out / "environment.json").exists():
+        env = json.loads((out / "environment.json").read_text())
+    versions = env.get("versions", {})
+    names = [t for t in (tasks or TASKS) if any(r.get("task") == t for r in rows)]
+    lines = [
+        "# Task suite: results",
+        "",
+        "Generated by `python -m benchmarks.suite report` from `runs.jsonl` beside this page. "
+        "Every number is a mean ± sample standard deviation (ddof = 1) over the seeds in the "
+        "`n` column; fixed schedules are tuned on the validation split; test metrics are read "
+        "once, here. A row is `diverged` if any seed ended non-finite.",
+        "",
+        f"Machine: {env.get('cpu_model', '?')}, {env.get('cpu_cores', '?')} cores; "
+        f"jax {versions.get('jax', '?')}, optax {versions.get('optax', '?')}; "
+        f"command: `{env.get('command', '?')}`.",
+        "",
+    ]
+    for name in names:
+        task = TASKS[name]
+        s = summarise(rows, task)
+        cells, best = s["cells"], s["best"]
+        direction = "higher" if task.higher_is_better else "lower"
+        lines += [
+            f"## {name}",
+            "",
+            f"{task.optimizer_name}; {task.steps} updates of batch {task.batch_size}; "
+            f"metric: {task.metric} ({direction} is better).",
+            "",
+            "| row | rate | n | val | test | level before cooldown |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for method, b in best.items():
+            edge = "" if b["interior"] else " (grid edge)"
+            lines.append(
+                f"| {method} (tuned) | {b['lr']:.3g}{edge} | {b['n']} | {_fmt(*b['val'])} | "
+                f"{_fmt(*b['test'])} | {b['lr']:.3g} |"
+            )
+        order = sorted(cells, key=lambda c: (c[0] in FIXED, c[0], c[1] or 0))
+        for method, lr in order:
+            if method in FIXED:
+                continue
+            c = cells[(method, lr)]
+            rate = "-" if lr is None else f"start {lr:.3g}"
+            if method.startswith("lrfind"):
+                rate = f"found {c['suggestion']:.3g}"
+            level = "" if math.isnan(c["level"]) else f"{c['level']:.3g}"
+            lines.append(
+                f"| {method} | {rate} | {c['n']} | {_fmt(*c['val'])} | {_fmt(*c['test'])} | "
+                f"{level} |"
+            )
+        ref_rows = [b for b in best.values()]
+        lines += ["", "Targets:", ""]
+        if ref_rows:
+            sign = -1 if task.higher_is_better else 1
+            ref = min(ref_rows, key=lambda b: sign * b["val"][0] if not math.isnan(b["val"][0])
+                      else math.inf)  # fmt: skip
+            peak = best.get("wsd", ref)["lr"]
+            autos = sorted({m for m, _ in cells if m.startswith("auto")})
+            if ("lrfind-auto", None) in cells:
+                c = cells[("lrfind-auto", None)]
+                inside = _within(task, c["val"][0], ref["val"][0])
+                lines.append(
+                    f"- `lrfind-auto`: {'within' if inside else 'outside'} the band; "
+                    f"level / tuned wsd peak {c['level'] / peak:.2g}."
+                )
+            for m in autos:
+                starts = sorted(lr for mm, lr in cells if mm == m and lr)
+                ok = [_within(task, cells[(m, lr)]["val"][0], ref["val"][0]) for lr in starts]
+                ratios = [cells[(m, lr)]["level"] / peak for lr in starts]
+                lvl_ok = [0.5 <= r <= 2.0 for r in ratios]
+                lines.append(
+                    f"- `{m}`: within the band of the tuned best ({_fmt(*ref['val'])}) from "
+                    f"{sum(ok)}/{len(ok)} starts; level / tuned wsd peak "
+                    f"{', '.join(f'{r:.2g}' for r in ratios)} (within x2: {sum(lvl_ok)}/"
+                    f"{len(lvl_ok)})."
+                )
+            for m in sorted({m for m, _ in cells if m.startswith("lrfind")}):
+                c = cells[(m, None)]
+                r = {k: v / peak for k, v in c["suggestions"].items()}
+                lines.append(
+                    f"- lr_find suggestions / tuned wsd peak ({peak:.3g}): "
+                    + ", ".join(f"{k} {v:.2g}" for k, v in r.items())
+                )
+                break
+        plot = out / f"{name}.png"
+        _plot(task, s, plot)
+        lines += ["", f"![{name}]({plot.name})", ""]
+    page = out / "report.md"
+    page.write_text("\n".join(lines) + "\n")
+    return str(page)

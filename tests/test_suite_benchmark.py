@@ -1,0 +1,94 @@
+"""The task suite (benchmarks/suite): plan, a quick run, resume and report; the LM task's parts."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn")
+
+from benchmarks.suite import __main__ as suite  # noqa: E402
+from benchmarks.suite import plan as plan_mod  # noqa: E402
+from benchmarks.suite import tasks  # noqa: E402
+
+
+def test_plan_declares_every_row_and_seed(capsys):
+    assert suite.main(["plan"]) == 0
+    out = capsys.readouterr().out
+    for row in ("constant", "cosine", "wsd", "prodigy", "schedule_free", "dog", "auto-default",
+                "seed", "lrfind-wsd-valley", "lrfind-auto"):  # fmt: skip
+        assert f" {row} " in out
+    for name in tasks.TASKS:
+        assert name in out
+    assert plan_mod.seeds_for("digits") == (0, 1, 2, 3, 4)
+    assert len(plan_mod.seeds_for("bytelm")) >= 3
+    # Every fixed grid steps by half decades; every auto row has five starts over four decades.
+    for task in tasks.TASKS.values():
+        np.testing.assert_allclose(np.diff(np.log10(task.grid)), 0.5, rtol=1e-9)
+        assert len(task.starts) == 5 and task.starts[-1] / task.starts[0] == pytest.approx(1e4)
+
+
+def test_quick_run_resumes_and_reports(tmp_path):
+    argv = ["--quick", "--tasks", "digits", "--out", str(tmp_path)]
+    assert suite.main(argv) == 0
+    rows = [json.loads(x) for x in (tmp_path / "runs.jsonl").read_text().splitlines()]
+    assert {r["method"] for r in rows} == {"wsd", "auto-default", "lrfind-wsd-valley"}
+    auto = [r for r in rows if r["method"] == "auto-default"]
+    assert len(auto) == 2 and all(r["level_before_cooldown"] > 0 for r in auto)
+    found = next(r for r in rows if r["method"] == "lrfind-wsd-valley")
+    assert found["lr"] == found["lr_find"]["suggestion"] > 0
+    # A second run finds every run recorded and adds none.
+    assert suite.main(argv) == 0
+    assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == len(rows)
+    report = (tmp_path / "report.md").read_text()
+    assert "## digits" in report and "wsd (tuned)" in report and "ddof = 1" in report
+    assert (tmp_path / "digits.png").exists()
+    env = json.loads((tmp_path / "environment.json").read_text())
+    assert env["versions"]["jax"]
+
+
+def test_unknown_task_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        suite.main(["plan", "--tasks", "digits,nope"])
+    assert "unknown task" in capsys.readouterr().err
+
+
+def test_grid_grows_until_the_best_rate_is_interior(tmp_path):
+    from benchmarks.suite.runner import Records, sweep
+
+    task = tasks.TASKS["digits"]
+    ran = []
+
+    def fake_run_one(task, method, lr, seed):
+        ran.append(lr)
+        # The best rate is 10 ** -1.5 (beyond the grid's top, 10 ** -2): two half decades.
+        return {"task": task.name, "method": method.name, "lr": lr, "seed": seed,
+                "val": {task.metric: (np.log10(lr) + 1.5) ** 2}, "wall_s": 0.0}  # fmt: skip
+
+    import benchmarks.suite.runner as runner
+
+    original = runner.run_one
+    runner.run_one = fake_run_one
+    try:
+        sweep(task, plan_mod.FIXED[0], (0,), Records(tmp_path / "r.jsonl"), (1e-3, 1e-2), True,
+              log=lambda *_: None)  # fmt: skip
+    finally:
+        runner.run_one = original
+    np.testing.assert_allclose(sorted(ran), [1e-3, 1e-2, 10**-1.5, 1e-1], rtol=1e-9)
+
+
+def test_english_corpus_is_prose_and_the_lm_trains():
+    text = tasks.english_corpus()
+    assert len(text) > 100_000
+    sample = text[:20_000].decode()
+    assert sample.count(" the ") > 50 and ">>>" not in sample and "def " not in sample[:2000]
+    task = tasks.TASKS["bytelm"]
+    data = task.load()
+    assert data.train[0].shape[1:] == (tasks.CTX,) and data.val[0].shape == (512, tasks.CTX)
+    np.testing.assert_array_equal(data.train[0][:, 1:], data.train[1][:, :-1])  # next byte
+    params = task.init(jax.random.key(0))
+    bpb0 = float(task.evaluate(params, *data.val)["bpb"])
+    assert 7.0 < bpb0 < 10.0  # about log2(256) = 8 at initialisation
