@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="a smoke run: few rows, one seed")
     parser.add_argument("--tasks", default=None, help="comma-separated task names")
+    parser.add_argument("--methods", default=None, help="comma-separated rows (default: all)")
     parser.add_argument("--out", type=pathlib.Path, default=OUT)
     args = parser.parse_args(argv)
     tasks = None
@@ -41,6 +42,15 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             parser.error(f"unknown task(s) {unknown}; the suite's tasks are {sorted(TASKS)}")
     cells = plan(tasks, args.quick)
+    if args.methods:
+        wanted = [m for m in args.methods.split(",") if m]
+        unknown = sorted(set(wanted) - {c.method.name for c in cells})
+        if unknown:
+            parser.error(f"unknown row(s) {unknown}; `plan` lists the rows")
+        # In the order given: the rows that matter most first.
+        cells = sorted(
+            (c for c in cells if c.method.name in wanted), key=lambda c: wanted.index(c.method.name)
+        )
     if args.command == "plan":
         for c in cells:
             rates = ", ".join("-" if r is None else f"{r:.3g}" for r in c.rates)
@@ -49,12 +59,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{c.task.name:9s} {c.method.name:22s} rates [{rates}]{grow} seeds {seeds}")
         return 0
     if args.command in ("all", "run"):
-        records = Records(args.out / "runs.jsonl")
+        path = args.out / "runs.jsonl"
         env_path = args.out / "environment.json"
         args.out.mkdir(parents=True, exist_ok=True)
         env_path.write_text(json.dumps(machine_facts(sys.argv[1:]), indent=1) + "\n")
         for c in cells:
-            sweep(c.task, c.method, seeds_for(c.task.name, args.quick), records, c.rates, c.extend)
+            # Read afresh per cell: another process may be filling other rows of the same file.
+            sweep(
+                c.task,
+                c.method,
+                seeds_for(c.task.name, args.quick),
+                Records(path),
+                c.rates,
+                c.extend,
+            )
     if args.command in ("all", "report"):
         print(report_mod.write(args.out, tasks))
     return 0

@@ -95,6 +95,20 @@ _NO_LR = {"prodigy", "schedule_free", "dog", "lrfind-wsd-valley", "lrfind-wsd-mi
           "lrfind-wsd-steepest", "lrfind-auto"}  # fmt: skip
 
 
+def _steady_wall(runs: list[dict], method: str) -> float:
+    """Median wall time of ``method``'s runs that did not compile (each compiled function's
+    first run, in file order, is left out: a row compiles once, an auto row once per start)."""
+    seen, walls = set(), []
+    for r in runs:
+        if r["method"] != method:
+            continue
+        compiled = r["lr"] if method.startswith(("auto", "seed")) else None
+        if compiled in seen:
+            walls.append(r["wall_s"])
+        seen.add(compiled)
+    return float(np.median(walls)) if walls else math.nan
+
+
 def _within(task: Task, value: float, ref: float) -> bool:
     if math.isnan(value) or math.isnan(ref):
         return False
@@ -228,6 +242,21 @@ def write(out: pathlib.Path, tasks: tuple[str, ...] | None = None) -> str:
                     + ", ".join(f"{k} {v:.2g}" for k, v in r.items())
                 )
                 break
+        runs = [r for r in rows if r.get("task") == name]
+        fixed_s, auto_s = _steady_wall(runs, "wsd"), _steady_wall(runs, "auto-default")
+        finds = [r["lr_find"]["wall_s"] for r in runs if r["method"] == "lrfind-wsd-valley"]
+        if not (math.isnan(fixed_s) or math.isnan(auto_s)):
+            lines.append(
+                f"- Cost: median wall time of a run (compiled, jitted scan) wsd {fixed_s:.2f} s, "
+                f"auto-default {auto_s:.2f} s: probes and twin "
+                f"{100 * (auto_s / fixed_s - 1):+.1f} % "
+                "(across runs on one machine, not within one run)."
+            )
+        if finds and not math.isnan(fixed_s):
+            lines.append(
+                f"- lr_find's 100 updates (compile included): median {np.median(finds):.2f} s, "
+                f"{100 * np.median(finds) / fixed_s:.0f} % of a wsd run."
+            )
         plot = out / f"{name}.png"
         _plot(task, s, plot)
         lines += ["", f"![{name}]({plot.name})", ""]

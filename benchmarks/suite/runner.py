@@ -67,43 +67,61 @@ def _build(task: Task, method: Method, static_lr: float | None):
 
     # auto_lr checks its arguments when it is built: outside the trace, at a Python rate.
     static_tx = None if static_lr is None else method.build(task, static_lr)
+    fixed_shape = (
+        shape(task, "wsd" if method.kind == "lrfind-wsd" else method.kind)
+        if (method.kind in ("constant", "cosine", "wsd", "lrfind-wsd"))
+        else None
+    )
 
-    def run(seed, lr, order, train_x, train_y):
+    def start(seed, lr):
         params = task.init(jax.random.key(seed))
         tx = static_tx if static_tx is not None else method.build(task, lr)
-        state = tx.init(params)
-        fixed_shape = (
-            shape(task, "wsd" if method.kind == "lrfind-wsd" else method.kind)
-            if (method.kind in ("constant", "cosine", "wsd", "lrfind-wsd"))
-            else None
-        )
+        return params, tx.init(params)
 
+    def step(carry, t, idx, lr, train_x, train_y):
+        tx = static_tx if static_tx is not None else method.build(task, lr)
+        # One update: the body of the scan, or of the Python loop.
+        params, state = carry
+        batch = (train_x[idx], train_y[idx])
+        loss, grads = jax.value_and_grad(task.loss_fn)(params, batch)
+        if method.is_auto:
+            updates, state = tx.update(grads, state, params, batch=batch, value=loss)
+            auto = _auto_state(state)
+            rate = al.current_lr(auto)
+            level = auto.control.level
+        else:
+            updates, state = tx.update(grads, state, params)
+            rate = lr * fixed_shape(t) if fixed_shape is not None else jnp.nan
+            level = lr if fixed_shape is not None else jnp.nan
+        params = optax.apply_updates(params, updates)
+        return (params, state), (loss, jnp.float32(rate), jnp.float32(level))
+
+    def finish(params, state):
+        if method.kind == "schedule_free":
+            return contrib.schedule_free_eval_params(state[-1], params)
+        return params
+
+    def scanned(seed, lr, order, train_x, train_y):
         def body(carry, xs):
-            params, state = carry
-            t, idx = xs
-            batch = (train_x[idx], train_y[idx])
-            loss, grads = jax.value_and_grad(task.loss_fn)(params, batch)
-            if method.is_auto:
-                updates, state = tx.update(grads, state, params, batch=batch, value=loss)
-                auto = _auto_state(state)
-                rate = al.current_lr(auto)
-                level = auto.control.level
-            else:
-                updates, state = tx.update(grads, state, params)
-                rate = lr * fixed_shape(t) if fixed_shape is not None else jnp.nan
-                level = lr if fixed_shape is not None else jnp.nan
-            params = optax.apply_updates(params, updates)
-            return (params, state), (loss, jnp.float32(rate), jnp.float32(level))
+            return step(carry, *xs, lr, train_x, train_y)
 
         steps = jnp.arange(order.shape[0])
-        (params, state), (losses, rates, levels) = jax.lax.scan(
-            body, (params, state), (steps, order)
-        )
-        if method.kind == "schedule_free":
-            params = contrib.schedule_free_eval_params(state[-1], params)
-        return params, losses, rates, levels
+        (params, state), outs = jax.lax.scan(body, start(seed, lr), (steps, order))
+        return finish(params, state), *outs
 
-    return jax.jit(run)
+    if task.scan:
+        return jax.jit(scanned)
+    start_j, step_j, finish_j = jax.jit(start), jax.jit(step), jax.jit(finish)
+
+    def looped(seed, lr, order, train_x, train_y):
+        carry, outs = start_j(seed, lr), []
+        for t, idx in enumerate(order):
+            carry, out = step_j(carry, jnp.int32(t), idx, lr, train_x, train_y)
+            outs.append(out)
+        losses, rates, levels = (jnp.stack(x) for x in zip(*outs, strict=True))
+        return finish_j(*carry), losses, rates, levels
+
+    return looped
 
 
 def _finite(x: float) -> float | None:
@@ -150,7 +168,8 @@ def run_one(task: Task, method: Method, lr: float | None, seed: int) -> dict[str
         if lr is None:  # no suggestion (the curve blew up at once): recorded as diverged
             return _no_run(task, method, seed, extra)
     fn = _compiled(task, method, float(lr) if method.is_auto else None)
-    args = (seed, jnp.float32(lr if lr is not None else 0.0), order, *data.train)
+    train = tuple(jnp.asarray(a) for a in data.train)
+    args = (seed, jnp.float32(lr if lr is not None else 0.0), order, *train)
     t0 = time.perf_counter()
     params, losses, rates, levels = jax.block_until_ready(fn(*args))
     wall = time.perf_counter() - t0

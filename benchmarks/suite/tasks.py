@@ -15,6 +15,15 @@ the split is fixed per task (seed 0), so every seed is scored on the same data.
   (``pydoc_data.topics``; indented code examples removed), AdamW with weight
   decay 0.1 and global-norm clipping at 1, batch 32, 800 steps, linear warmup over
   the first 5 %; validation bits per byte.
+* ``cifar-sgd`` and ``cifar-momentum``: real CIFAR-10 (``../shared/data``; a
+  class-balanced 5,000-image training subset, 1,000 validation images carved from
+  the rest of the training set, 2,000 test images), a small CNN (three 3x3
+  convolutions of 8, 16 and 32 channels, each with ReLU and 2x2 max-pooling, then a
+  linear layer), plain SGD or SGD with momentum 0.9, batch 32, 5 epochs;
+  validation accuracy. A stand-in for the example's ``cpu`` protocol (ResNet-18 at
+  width 1/8, 15 epochs, ~4 min a run here), small enough for a tuned sweep on a
+  2-core CPU; run as a Python loop over one jitted step, since XLA:CPU runs
+  convolutions inside ``lax.scan`` many times slower.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import pathlib
 import re
 from collections.abc import Callable
 from typing import Any
@@ -67,6 +77,7 @@ class Task:
       init: ``(key) -> params``.
       loss_fn: ``(params, batch) -> scalar`` training loss.
       evaluate: ``(params, inputs, targets) -> {metric: value, ...}``.
+      scan: whether a run is one ``lax.scan`` (else a Python loop over a jitted step).
     """
 
     name: str
@@ -87,6 +98,7 @@ class Task:
     init: Callable[[jax.Array], Any]
     loss_fn: Callable[[Any, Any], jax.Array]
     evaluate: Callable[[Any, Any, Any], dict]
+    scan: bool = True
 
     @property
     def steps_per_epoch(self) -> int:
@@ -272,6 +284,108 @@ def _eval_lm(params, x, y):
     return {"bpb": _lm_loss(params, (x, y)) / math.log(2.0)}
 
 
+# --- CIFAR-10, small CNN -------------------------------------------------------------------
+
+CIFAR_ARCHIVE = (
+    pathlib.Path(__file__).resolve().parents[3] / "shared" / "data" / ("cifar10-jpg.tar.gz")
+)
+CNN_CHANNELS = (8, 16, 32)
+
+
+def _balanced(labels: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` indices, the same number per class (labels 0-9), in a random order."""
+    per = n // 10
+    idx = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:per] for c in range(10)])
+    return rng.permutation(idx)
+
+
+@functools.cache
+def _cifar() -> Data:
+    # The example's loader: decodes the JPEG archive once, caches the arrays outside the repo.
+    from examples.cifar10.input_pipeline import load_image_folder
+
+    if not CIFAR_ARCHIVE.exists():
+        raise FileNotFoundError(f"the CIFAR-10 tasks need {CIFAR_ARCHIVE} (see shared/README.md)")
+    ds = load_image_folder(CIFAR_ARCHIVE)
+    rng = np.random.default_rng(0)
+    pool = _balanced(ds.train.labels, 6000, rng)
+    tr, va = pool[:5000], pool[5000:]
+    te = _balanced(ds.test.labels, 2000, rng)
+    mean = ds.train.images[tr].reshape(-1, 3).mean(0) / 255.0
+    std = ds.train.images[tr].reshape(-1, 3).std(0) / 255.0
+
+    def prep(images):
+        return ((images.astype(np.float32) / 255.0 - mean) / std).astype(np.float32)
+
+    return Data(
+        (prep(ds.train.images[tr]), ds.train.labels[tr].astype(np.int32)),
+        (prep(ds.train.images[va]), ds.train.labels[va].astype(np.int32)),
+        (prep(ds.test.images[te]), ds.test.labels[te].astype(np.int32)),
+    )
+
+
+def _cnn_init(key):
+    keys = jax.random.split(key, len(CNN_CHANNELS) + 1)
+    params, c_in = [], 3
+    for k, c in zip(keys[:-1], CNN_CHANNELS, strict=True):
+        params.append(
+            {"w": jax.random.normal(k, (3, 3, c_in, c)) * math.sqrt(2.0 / (9 * c_in)),
+             "b": jnp.zeros((c,))}
+        )  # fmt: skip
+        c_in = c
+    flat = 4 * 4 * CNN_CHANNELS[-1]
+    params.append(
+        {"w": jax.random.normal(keys[-1], (flat, 10)) / math.sqrt(flat), "b": jnp.zeros((10,))}
+    )
+    return params
+
+
+def _cnn(params, x):
+    for layer in params[:-1]:
+        x = jax.lax.conv_general_dilated(
+            x, layer["w"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+        x = jax.nn.relu(x + layer["b"])
+        x = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+    return x.reshape(x.shape[0], -1) @ params[-1]["w"] + params[-1]["b"]
+
+
+def _cnn_xent(params, batch):
+    x, y = batch
+    return optax.softmax_cross_entropy_with_integer_labels(_cnn(params, x), y).mean()
+
+
+def _eval_cnn(params, x, y):
+    logits = jnp.concatenate([_cnn(params, x[i : i + 500]) for i in range(0, len(y), 500)])
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    return {"accuracy": 100.0 * jnp.mean(jnp.argmax(logits, -1) == y), "loss": loss}
+
+
+def _cifar_task(name: str, momentum: float | None, grid, starts) -> Task:
+    kwargs = {} if momentum is None else {"momentum": momentum}
+    return Task(
+        name=name,
+        optimizer=lambda lr: optax.sgd(lr, **kwargs),
+        optimizer_name="SGD" + ("" if momentum is None else f", momentum {momentum}"),
+        factory=(optax.sgd, kwargs),
+        pre=lambda: (),
+        lr_free="sgd",
+        metric="accuracy",
+        higher_is_better=True,
+        batch_size=32,
+        steps=5 * 156,
+        warmup=0,
+        every=39,  # four probes an epoch
+        grid=grid,
+        starts=starts,
+        load=_cifar,
+        init=_cnn_init,
+        loss_fn=_cnn_xent,
+        evaluate=_eval_cnn,
+        scan=False,
+    )
+
+
 # --- the table ------------------------------------------------------------------------------
 
 
@@ -339,6 +453,10 @@ TASKS: dict[str, Task] = {
         init=_lm_init,
         loss_fn=_lm_loss,
         evaluate=_eval_lm,
+    ),
+    "cifar-sgd": _cifar_task("cifar-sgd", None, half_decades(-4, 0), (1e-4, 1e-3, 1e-2, 1e-1, 1.0)),
+    "cifar-momentum": _cifar_task(
+        "cifar-momentum", 0.9, half_decades(-6, -2), (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
     ),
 }
 
