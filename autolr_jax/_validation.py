@@ -146,7 +146,11 @@ def check_real(
     if arr.size == 0:
         raise ValueError(f"{name} must not be empty, got {value!r}")
     allowed = _describe(lo, hi, lo_open, hi_open)
-    if np.any(np.isnan(arr)) or (not allow_inf and np.any(np.isinf(arr))):
+    if np.any(np.isnan(arr)):
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    if not allow_inf and np.any(np.isinf(arr)):
+        if not _outside(arr, lo, hi, lo_open, hi_open):  # in range but for being infinite
+            raise ValueError(f"{name} must be {allowed} and finite, got {value!r}")
         raise ValueError(f"{name} must be {allowed}, got {value!r}")
     if _outside(arr, lo, hi, lo_open, hi_open):
         raise ValueError(f"{name} must be {allowed}, got {value!r}")

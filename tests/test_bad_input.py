@@ -72,6 +72,7 @@ CONSTRUCTORS = [
         ["learning_rate", "min_lr", "max_lr"],
     ),
     (al.softmax_score, dict(temperature=1.0), ["temperature"]),
+    (al.lr_find, dict(min_lr=1e-3, max_lr=1.0, num_steps=3), ["min_lr", "max_lr"]),
 ]
 SPOILED = [(c, kw, arg) for c, kw, args in CONSTRUCTORS for arg in args]
 IDS = [f"{c.__name__}-{arg}" for c, _, arg in SPOILED]
@@ -81,13 +82,22 @@ def _call(constructor, kwargs):
     if constructor is al.auto_lr:
         kwargs = dict(kwargs)
         return constructor(kwargs.pop("optimizer"), **kwargs)
+    if constructor is al.lr_find:
+        batches = [jnp.ones((4, 2))] * 3
+        return constructor(optax.sgd, jnp.zeros(2), _loss, batches, **kwargs)
     return constructor(**kwargs)
 
 
 # Arguments that must be > 0 (1e-300 is 0 in float32), and those that may be arrays.
 POSITIVE = {"gamma", "start_factor", "div_factor", "final_div_factor", "temperature"}
-POSITIVE_IN = {al.reduce_on_plateau: {"learning_rate", "factor"}, al.auto_lr: {"learning_rate"}}
-SCALAR_ONLY = (al.reduce_on_plateau, al.scale_by_lr_schedule, al.auto_lr, al.softmax_score)
+POSITIVE_IN = {
+    al.reduce_on_plateau: {"learning_rate", "factor"},
+    al.auto_lr: {"learning_rate"},
+    al.lr_find: {"min_lr"},
+}
+SCALAR_ONLY = (
+    al.reduce_on_plateau, al.scale_by_lr_schedule, al.auto_lr, al.softmax_score, al.lr_find
+)  # fmt: skip
 
 
 @pytest.mark.parametrize("constructor, kwargs, arg", SPOILED, ids=IDS)

@@ -92,3 +92,15 @@ def test_english_corpus_is_prose_and_the_lm_trains():
     params = task.init(jax.random.key(0))
     bpb0 = float(task.evaluate(params, *data.val)["bpb"])
     assert 7.0 < bpb0 < 10.0  # about log2(256) = 8 at initialisation
+
+
+def test_cifar_cnn_and_balanced_subsets():
+    params = tasks._cnn_init(jax.random.key(0))
+    logits = tasks._cnn(params, np.zeros((2, 32, 32, 3), np.float32))
+    assert logits.shape == (2, 10)
+    labels = np.repeat(np.arange(10), 50)
+    idx = tasks._balanced(labels, 100, np.random.default_rng(0))
+    np.testing.assert_array_equal(np.bincount(labels[idx], minlength=10), np.full(10, 10))
+    assert len(set(idx.tolist())) == 100
+    for name in ("cifar-sgd", "cifar-momentum"):
+        assert not tasks.TASKS[name].scan  # convolutions: a Python loop, not lax.scan

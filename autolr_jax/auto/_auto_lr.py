@@ -749,7 +749,8 @@ def auto_lr(
                 slope = None
 
             num_probes = jnp.asarray(tel.num_probes, jnp.int32)
-            first = (num_probes == 0) & initial_search
+            # The search runs again after one whose every candidate was non-finite.
+            first = ((num_probes == 0) | searching_down) & initial_search
             losses, scores, search_losses, multiplier, decision = _propose(
                 settings, score, candidate_losses, loss0, slope, first, tel.search_losses
             )
@@ -781,7 +782,10 @@ def auto_lr(
                 _cast(control, _CONTROL_DTYPES)._replace(level=lr),
             )
 
-        is_probe = count % every == 0
+        # After a search whose every candidate was non-finite, every update probes (and
+        # applies nothing) until a search finds a finite candidate.
+        searching_down = jnp.asarray(tel.decision, jnp.int32) == DECISIONS["search_down"]
+        is_probe = (count % every == 0) | searching_down
         if shape_t is not None and not probe_during_decay:
             # The cooldown: the shape has been at its peak and is below it now.
             is_probe = is_probe & ~(jnp.asarray(control.peaked, jnp.bool_) & (shape_t < 1))
@@ -795,6 +799,10 @@ def auto_lr(
         # The float32 learning rate promotes bf16 updates to float32 (as in
         # optax.inject_hyperparams); hand them back in the dtype they came in.
         new_updates = optax.tree_utils.tree_cast_like(new_updates, updates)
+        # No step at a level whose every search candidate was non-finite (the level is
+        # already 10**4 times lower, and the next update searches again).
+        down = telemetry.decision == DECISIONS["search_down"]
+        new_updates = jax.tree.map(lambda u: jnp.where(down, jnp.zeros_like(u), u), new_updates)
         probe_state = None
         if twin is not None:
             # The twin's own statistics follow every gradient, as the wrapped optimizer's do.

@@ -28,6 +28,7 @@ And the helpers of the first-probe search (:func:`search_grid`,
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -65,6 +66,7 @@ DECISIONS = {
     "search_none": 9,  # the search found no factor that lowers the loss: level kept
     "custom": 10,  # a user rule that returned no decision code
     "capped": 11,  # guard_memory: a rise limited to below a level the guard undid
+    "search_down": 12,  # every search candidate was non-finite: the smallest grid factor
 }
 DECISION_NAMES = {v: k for k, v in DECISIONS.items()}
 
@@ -222,6 +224,22 @@ def parabola_rule(min_gain: float = 0.0, rtol: float = 1e-3) -> RuleFn:
 RULES = {"armijo": armijo_rule, "parabola": parabola_rule}
 
 
+def _check_rule_signature(rule: Any) -> None:
+    """``ValueError`` unless ``rule`` can be called as ``rule(losses, factors, loss0, slope)``."""
+    try:
+        signature = inspect.signature(rule)
+    except (TypeError, ValueError):
+        return  # a builtin or C callable: nothing to inspect, the first update will tell
+    try:
+        signature.bind(None, None, None, None)
+    except TypeError as e:
+        raise ValueError(
+            f"rule must be callable as rule(losses, factors, loss0, slope) -> multiplier or "
+            f"(multiplier, decision), but {getattr(rule, '__name__', rule)!r}{signature} "
+            f"cannot be: {e}"
+        ) from None
+
+
 def resolve_rule(rule: Any) -> tuple[str, RuleFn | None]:
     """``(name, fn)`` for ``auto_lr``'s ``rule``: ``("seed", None)``, a built-in, or a callable.
 
@@ -234,6 +252,7 @@ def resolve_rule(rule: Any) -> tuple[str, RuleFn | None]:
         if rule in RULES:
             return rule, RULES[rule]()
     elif callable(rule):
+        _check_rule_signature(rule)
         return getattr(rule, "__name__", "custom"), rule
     raise ValueError(
         f"rule must be 'seed', 'armijo', 'parabola' or a callable rule(losses, factors, loss0, "
@@ -290,7 +309,11 @@ def search_factor(losses, grid, loss0, safety: float):
     step can diverge over many), and kept no smaller than the smallest grid
     factor. If no finite candidate is below ``loss0`` the level is kept
     (multiplier 1, decision ``"search_none"``): no factor of the grid helps, so
-    the grid says nothing about the scale.
+    the grid says nothing about the scale. But if even the smallest factor's
+    candidate is non-finite, or more than doubles a positive ``loss0``, every step
+    of the grid is too large: the multiplier is the smallest grid factor (decision
+    ``"search_down"``; :func:`auto_lr` then applies no update and searches again at
+    the next one), so no update is applied at a level measured to blow up.
 
     Example:
       >>> import jax.numpy as jnp
@@ -299,6 +322,9 @@ def search_factor(losses, grid, loss0, safety: float):
       >>> m, d = search_factor(jnp.array([jnp.nan, 0.5, 0.8, 0.9, 0.99]), grid, 1.0, 4.0)
       >>> float(m), DECISION_NAMES[int(d)]
       (2.5, 'search')
+      >>> m, d = search_factor(jnp.array([jnp.inf, 9e9, 1e6, 50.0, 3.0]), grid, 1.0, 4.0)
+      >>> round(float(m), 6), DECISION_NAMES[int(d)]
+      (0.01, 'search_down')
     """
     losses = jnp.asarray(losses, jnp.float32)
     grid = jnp.asarray(grid, jnp.float32)
@@ -307,9 +333,14 @@ def search_factor(losses, grid, loss0, safety: float):
     best = grid[jnp.argmin(jnp.where(ok, losses, jnp.inf))]
     chosen = jnp.maximum(best / jnp.float32(safety), jnp.min(grid))
     any_ok = jnp.any(ok)
+    smallest = losses[jnp.argmin(grid)]
+    too_large = ~jnp.isfinite(smallest) | (
+        jnp.isfinite(loss0) & (loss0 > 0) & (smallest > 2.0 * loss0)
+    )
+    none = jnp.where(too_large, _code("search_down"), _code("search_none"))
     return (
-        jnp.where(any_ok, chosen, jnp.float32(1.0)),
-        jnp.where(any_ok, _code("search"), _code("search_none")),
+        jnp.where(any_ok, chosen, jnp.where(too_large, jnp.min(grid), jnp.float32(1.0))),
+        jnp.where(any_ok, _code("search"), none),
     )
 
 

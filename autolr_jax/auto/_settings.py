@@ -12,6 +12,7 @@ import inspect
 from collections.abc import Hashable
 from typing import Any, NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -137,7 +138,33 @@ def _check_schedule(schedule: Any) -> optax.Schedule | None:
             "schedule must return a scalar in [0, 1] (a shape: the learning rate is "
             f"level * schedule(count)), got schedule(0) = {first!r}"
         )
+    peak = _peak(schedule)
+    if peak is not None and peak < 1.0 - 1e-6:
+        # A learning-rate schedule passed as the shape would silently scale the level.
+        raise ValueError(
+            f"schedule must be a shape that starts at 1 or warms up to it (the learning rate "
+            f"is level * schedule(count)), but its largest value is {peak:.6g}: pass the "
+            f"shape, e.g. warmup_stable_decay(1.0, total_steps), not a learning-rate schedule"
+        )
     return schedule
+
+
+# Counts at which a shape's peak is looked for: every update up to 4,096, then a
+# geometric grid up to 2**31 (a warmup longer than that is not a warmup).
+_PEAK_COUNTS = np.unique(
+    np.concatenate([np.arange(4097), np.geomspace(4096, 2**31 - 1, 400).astype(np.int64)])
+).astype(np.int32)
+
+
+def _peak(schedule: optax.Schedule) -> float | None:
+    """The largest value of ``schedule`` over :data:`_PEAK_COUNTS` (None if it cannot be
+    evaluated on an array of counts)."""
+    try:
+        values = np.asarray(jax.vmap(schedule)(jnp.asarray(_PEAK_COUNTS)), np.float64)
+    except Exception:  # noqa: BLE001 - not vmappable: only its first value is checked
+        return None
+    finite = values[np.isfinite(values)]
+    return float(finite.max()) if finite.size else None
 
 
 class Settings(NamedTuple):
