@@ -80,3 +80,18 @@ def test_a_rule_of_the_wrong_signature_is_refused_when_built():
 def test_an_infinite_tolerance_is_called_not_finite():
     with pytest.raises(ValueError, match="guard_tolerance must be >= 0.0 and finite, got inf"):
         al.auto_lr(optax.sgd, 0.1, loss_fn=loss_fn, every=2, guard_tolerance=float("inf"))
+
+
+def test_the_example_logs_the_search_losses_at_the_first_probe():
+    from examples.cifar10.train import _probe_records
+
+    probe = {"multiplier": 0.25, "level": 0.01, "decision": al.DECISIONS["search"], "loss0": 2.3,
+             "losses": [0.0, 0.0, 0.0], "scores": [0.0, 0.0, 0.0],
+             "search_losses": [9.0, 2.1, 2.2]}  # fmt: skip
+    lines = []
+    records = _probe_records({0: {"probe": probe, "lr": 0.01}}, lines.append)
+    assert "search losses (largest factor first) [9.0, 2.1, 2.2]" in lines[0]
+    assert "[0.0, 0.0, 0.0]" not in lines[0] and records[0]["search_losses"] == [9.0, 2.1, 2.2]
+    probe = {**probe, "decision": al.DECISIONS["accept"], "losses": [2.0, 1.9, 1.95]}
+    _probe_records({3: {"probe": probe, "lr": 0.02}}, lines.append)
+    assert "losses [2.0, 1.9, 1.95] -> accept" in lines[1]

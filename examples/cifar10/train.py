@@ -408,8 +408,15 @@ def _probe_records(outs: dict[int, dict], tqdm_write) -> list[dict]:
             }
         )
         r = records[-1]
+        shown = f"losses {np.round(r['losses'], 4).tolist()}"
+        if r["decision"].startswith("search"):
+            # The first probe's search scores its own grid; the factors' losses stay zeros.
+            r["search_losses"] = [float(v) for v in p["search_losses"]]
+            shown = (
+                f"search losses (largest factor first) {np.round(r['search_losses'], 3).tolist()}"
+            )
         tqdm_write(
-            f"  probe at update {step}: losses {np.round(r['losses'], 4).tolist()} -> "
+            f"  probe at update {step}: {shown} -> "
             f"{r['decision']} x{r['multiplier']:.4g}, lr {r['lr']:.4g}"
         )
     return records
