@@ -387,7 +387,7 @@ def test_bf16_params_keep_dtype_and_float32_lrs():
         ({"factors": (1.0, 0.0)}, r"factors\[1\] must be > 0.0, got 0\.0"),
         ({"factors": (1.0, -2.0)}, r"factors\[1\] must be > 0.0, got -2\.0"),
         ({"factors": (math.nan,)}, r"factors\[0\] must be > 0.0, got nan"),
-        ({"factors": (math.inf,)}, r"factors\[0\] must be > 0.0, got inf"),
+        ({"factors": (math.inf,)}, r"factors\[0\] must be > 0.0 and finite, got inf"),
         ({"beam_size": 0}, r"beam_size must be an integer >= 1, got 0"),
         ({"beam_size": 1.5}, r"beam_size must be an integer, got 1\.5"),
         ({"rank_by": "median"}, r"rank_by must be one of \('mean', 'last'\), got 'median'"),
@@ -413,7 +413,7 @@ def test_bad_constructor_arguments(kwargs, match):
         ((), r"learning_rates must be a non-empty 1-D sequence"),
         ((0.1, 0.0), r"learning_rates\[1\] must be > 0.0, got 0\.0"),
         ((-0.1,), r"learning_rates\[0\] must be > 0.0, got -0\.1"),
-        ((math.inf,), r"learning_rates\[0\] must be > 0.0, got inf"),
+        ((math.inf,), r"learning_rates\[0\] must be > 0.0 and finite, got inf"),
         ([[0.1]], r"learning_rates must be a non-empty 1-D sequence"),
     ],
 )
