@@ -9,6 +9,11 @@ Per task:
 * ``prodigy``, ``schedule_free`` and ``dog`` at their Optax defaults;
 * ``auto_lr`` rows from the task's five starts (four decades): the default
   (``auto-default``), Algorithm 1 (``seed``), and the level candidates;
+* ``auto-probe-update``: the default, but its probes scale the optimizer's own
+  update (``probe_optimizer=None``) rather than the momentum-free twin's step.
+  Registered after the first suite run (probe records on the language model:
+  the twin's step is much sharper than the update that is applied, so its
+  one-step level sits far below the tuned peak), before any run of this row;
 * ``lrfind-wsd-*``: a fixed wsd at the peak ``lr_find`` suggests (100 updates
   before the run, by each suggestion rule); ``lrfind-auto``: ``auto_lr`` from the
   valley suggestion, without its one-step search.
@@ -48,6 +53,7 @@ LR_FIND = tuple(
 AUTO = (
     Method("auto-default", "auto"),
     Method("seed", "seed"),
+    Method("auto-probe-update", "auto", auto=(("probe_optimizer", None),)),
 )
 
 
