@@ -34,6 +34,12 @@ def _ms(values: list[float | None]) -> tuple[float, float, int, int]:
     return float(np.mean(ok)), std, len(ok), bad
 
 
+def _train(values: list[float | None]) -> tuple[float, float]:
+    """Mean and sample std of the final training losses; NaN (shown "diverged") if any is not."""
+    m, s, _, bad = _ms(values)
+    return (math.nan, math.nan) if bad else (m, s)
+
+
 def _fmt(m: float, s: float, digits: int = 4) -> str:
     if math.isnan(m):
         return "diverged"
@@ -65,6 +71,7 @@ def summarise(rows: list[dict[str, Any]], task: Task) -> dict[str, Any]:
         cells[(method, lr)] = {
             "val": (vm, vs),
             "test": (tm, ts),
+            "train": _train([r.get("train_loss_end") for r in rs]),
             "n": len(rs),
             "diverged": bad,
             "level": _geo([r.get("level_before_cooldown") for r in rs]),
@@ -186,14 +193,14 @@ def write(out: pathlib.Path, tasks: tuple[str, ...] | None = None) -> str:
             f"{task.optimizer_name}; {task.steps} updates of batch {task.batch_size}; "
             f"metric: {task.metric} ({direction} is better).",
             "",
-            "| row | rate | n | val | test | level before cooldown |",
-            "| --- | --- | --- | --- | --- | --- |",
+            "| row | rate | n | val | test | final training loss | level before cooldown |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
         ]
         for method, b in best.items():
             edge = "" if b["interior"] else " (grid edge)"
             lines.append(
                 f"| {method} (tuned) | {b['lr']:.3g}{edge} | {b['n']} | {_fmt(*b['val'])} | "
-                f"{_fmt(*b['test'])} | {b['lr']:.3g} |"
+                f"{_fmt(*b['test'])} | {_fmt(*b['train'])} | {b['lr']:.3g} |"
             )
         order = sorted(cells, key=lambda c: (c[0] in FIXED, c[0], c[1] or 0))
         for method, lr in order:
@@ -206,7 +213,7 @@ def write(out: pathlib.Path, tasks: tuple[str, ...] | None = None) -> str:
             level = "" if math.isnan(c["level"]) else f"{c['level']:.3g}"
             lines.append(
                 f"| {method} | {rate} | {c['n']} | {_fmt(*c['val'])} | {_fmt(*c['test'])} | "
-                f"{level} |"
+                f"{_fmt(*c['train'])} | {level} |"
             )
         ref_rows = [b for b in best.values()]
         lines += ["", "Targets:", ""]
@@ -215,6 +222,16 @@ def write(out: pathlib.Path, tasks: tuple[str, ...] | None = None) -> str:
             ref = min(ref_rows, key=lambda b: sign * b["val"][0] if not math.isnan(b["val"][0])
                       else math.inf)  # fmt: skip
             peak = best.get("wsd", ref)["lr"]
+            # Where the training objective and the validation metric part: the wsd rate with the
+            # lowest final training loss (what auto_lr, seeing only training losses, can aim at).
+            wsd_cells = [(lr, c) for (m, lr), c in cells.items() if m == "wsd"]
+            finite = [(lr, c["train"][0]) for lr, c in wsd_cells if math.isfinite(c["train"][0])]
+            if finite:
+                lr_train = min(finite, key=lambda t: t[1])[0]
+                lines.append(
+                    f"- wsd rate with the lowest final training loss: {lr_train:.3g} "
+                    f"({lr_train / peak:.2g} x the validation-tuned peak)."
+                )
             autos = sorted({m for m, _ in cells if m.startswith("auto")})
             if ("lrfind-auto", None) in cells:
                 c = cells[("lrfind-auto", None)]
