@@ -31,6 +31,11 @@ config_flags.DEFINE_config_file(
 flags.DEFINE_string("workdir", None, "directory for metrics, checkpoints and plots")
 flags.DEFINE_bool("resume", False, "continue the run whose checkpoints are in --workdir")
 flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() first (multi-host)")
+# jax.distributed.initialize reads the coordinator from $JAX_COORDINATOR_ADDRESS and all three
+# from a cluster manager (SLURM, Open MPI, Kubernetes); on plain hosts they have to be given.
+flags.DEFINE_string("coordinator_address", None, "with --distributed: host:port of process 0")
+flags.DEFINE_integer("num_processes", None, "with --distributed: how many processes run")
+flags.DEFINE_integer("process_id", None, "with --distributed: this one's, 0 to num_processes-1")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -42,7 +47,7 @@ def main(argv: list[str]) -> int:
     if FLAGS.distributed:
         import jax
 
-        jax.distributed.initialize()
+        jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     try:
         train.train_and_evaluate(FLAGS.config, FLAGS.workdir, resume=FLAGS.resume)
     except (input_pipeline.DataError, train.ConfigError) as e:

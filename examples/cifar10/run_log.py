@@ -172,6 +172,8 @@ class RunLog:
             raise ConfigError(f"--resume with a different configuration ({diffs}){why}")
 
     def _write_start(self) -> None:
+        if jax.process_index() != 0:  # several processes (--distributed): one writes the files
+            return
         with open(self.metrics_path, "w") as f:
             f.writelines(json.dumps(rec) + "\n" for rec in self.history)
         flat = {
@@ -191,8 +193,9 @@ class RunLog:
         if self.config.get("select_by_val"):
             rec.update(select_by_val([*self.history, rec]))
         self.history.append(rec)
-        with open(self.metrics_path, "a") as f:
-            f.write(json.dumps(rec) + "\n")
+        if jax.process_index() == 0:  # every process saves the checkpoint (Orbax needs all)
+            with open(self.metrics_path, "a") as f:
+                f.write(json.dumps(rec) + "\n")
         from tqdm.auto import tqdm
 
         tqdm.write(summary_line(rec, self.config.epochs))
@@ -219,7 +222,7 @@ class RunLog:
 
     def finish(self, lr_label: str) -> list[dict]:
         self.close()
-        if self.config.plots and self.history:
+        if self.config.plots and self.history and jax.process_index() == 0:
             paths = plots.write_plots(self.history, self.workdir / "plots", lr_label)
             print(f"plots: {', '.join(str(p) for p in paths)}")
         if self.history and self.history[-1]["epoch"] == self.config.epochs:

@@ -4,8 +4,9 @@ The batch is sharded over a mesh of every device of every process (axis
 ``'data'``), the training state is replicated, and XLA's SPMD partitioner does
 the rest under plain ``jax.jit`` (BatchNorm statistics and the probe's losses
 are over the global batch). With several processes, call
-``jax.distributed.initialize()`` first: every process computes the same global
-batch indices and feeds its own rows.
+``jax.distributed.initialize()`` first (``main.py --distributed``; README.md,
+"Several hosts"): every process computes the same global batch indices and feeds
+the rows of its own devices. tests/test_two_process.py runs two processes on CPU.
 """
 
 from __future__ import annotations
@@ -39,5 +40,9 @@ class Devices:
         sharding = NamedSharding(self.mesh, spec)
         if spec == P():
             return jax.make_array_from_process_local_data(sharding, a, a.shape)
-        rows = np.array_split(a, jax.process_count())[jax.process_index()]
-        return jax.make_array_from_process_local_data(sharding, rows, a.shape)
+        # This process's rows are those of its own devices' shards (a contiguous block:
+        # jax.devices() is ordered by process), whatever the devices per process.
+        index = sharding.addressable_devices_indices_map(a.shape).values()
+        start = min(i[0].start or 0 for i in index)
+        stop = max(a.shape[0] if i[0].stop is None else i[0].stop for i in index)
+        return jax.make_array_from_process_local_data(sharding, a[start:stop], a.shape)
