@@ -510,15 +510,16 @@ def test_unusable_workdir_is_refused_before_any_data_is_read(tmp_path):
 
 
 def test_nonfinite_loss_stops_the_run_keeping_the_last_good_checkpoint(tiny_folder, tmp_path):
-    """A learning rate that diverges (x1e30 per epoch: NaN in epoch 3): a clear error,
-    the last good epoch's checkpoint kept, the bad one not written."""
+    """A learning rate that diverges (x1e30 per epoch: the model non-finite in epoch 2, the
+    loss NaN in epoch 3): a clear error, the last good epoch's checkpoint kept, the bad one
+    not written. (The model's own check, with finite losses: test_example_faults.py.)"""
     config = tiny_config(tiny_folder, schedule="step", learning_rate=0.05, step__step_size=1,
                          step__gamma=1e30, epochs=3, plots=False)  # fmt: skip
-    with pytest.raises(train.Diverged, match="non-finite in epoch 3") as info:
+    with pytest.raises(train.Diverged, match="non-finite in epoch 2") as info:
         train.train_and_evaluate(config, tmp_path)
-    assert [r["epoch"] for r in info.value.history] == [1, 2] and info.value.record["epoch"] == 3
-    assert [r["epoch"] for r in read_metrics(tmp_path)] == [1, 2]
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["1", "2"]
+    assert [r["epoch"] for r in info.value.history] == [1] and info.value.record["epoch"] == 2
+    assert [r["epoch"] for r in read_metrics(tmp_path)] == [1]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["1"]
 
 
 def test_resume_with_other_epochs_only_where_no_schedule_depends_on_them(tiny_folder, tmp_path):

@@ -140,13 +140,15 @@ def _record(info, lrs, correct, children, steps_per_epoch, config, history) -> d
     }
 
 
-def train_and_evaluate(config, workdir: str | Path, resume: bool = False) -> list[dict]:
+def train_and_evaluate(
+    config, workdir: str | Path, resume: bool = False, overwrite: bool = False
+) -> list[dict]:
     """``train.train_and_evaluate`` for ``config.schedule == 'alr'``."""
     from tqdm.auto import tqdm
 
     # Every setting alr_tree checks, before any data is read.
     build_tree(config, lambda params, state, batch: (jnp.sum(params), state))
-    data, steps_per_epoch = train.load_data(config, workdir)
+    data, steps_per_epoch = train.load_data(config, workdir, resume, overwrite)
     n_classes = len(data.class_names)
     # alr scans over the epoch's batches; on CPU, XLA runs autodiff's convolution gradients
     # inside a loop 20-50x slower unless they are written out (models.loop_safe_conv).
@@ -181,7 +183,11 @@ def train_and_evaluate(config, workdir: str | Path, resume: bool = False) -> lis
             return jax.eval_shape(lambda: alr_epoch(beam, abstract_batches)[0])
         return beam
 
-    log = run_log.RunLog(config, workdir, resume, data_summary=train.data_summary(data))
+    log = run_log.RunLog(
+        config, workdir, resume, data_summary=train.data_summary(data), overwrite=overwrite
+    )
+    # No finiteness check of the beam: a diverged child may fill a place the finite ones
+    # leave (alr_tree ranks it last), and the digests verify the bytes.
     beam = log.restore(like)
     # Donating the beam saves a copy of it, but only fits when the beam keeps its size.
     epoch_donating = jax.jit(alr_epoch, donate_argnums=0, static_argnames="bn_train")
@@ -198,58 +204,63 @@ def train_and_evaluate(config, workdir: str | Path, resume: bool = False) -> lis
         )
     )
     eval_step, devices = train.make_eval_step(model_gd, normalize), sharding.Devices.all()
-    for epoch in range(log.start_epoch, config.epochs):
-        t0 = time.time()
-        m = int(beam.learning_rates.shape[0])
-        children = m * len(config.alr.factors)
-        # One call trains every child over the whole epoch: the bar completes at its end.
-        bar = run_log.progress_bar(
-            config,
-            epoch,
-            children * steps_per_epoch,
-            "child-step",
-            f" (alr: {children} children in one call)",
-        )
-        batches = epoch_batches(data, config, epoch, steps_per_epoch)
-        same_size = config.alr.beam_size in (None, m)
-        bn_train = train.bn_trains(config, epoch)
-        beam, info = (epoch_donating if same_size else epoch_plain)(
-            beam, batches, bn_train=bn_train
-        )
-        info, lrs, correct = jax.device_get(
-            (info, beam.learning_rates, beam.model_state["correct"][0])
-        )
-        bar.update(children * steps_per_epoch)
-        bar.close()
-        rec = _record(info, lrs, correct, children, steps_per_epoch, config, log.history)
-        if rec["alr"]["all_diverged"]:
-            tqdm.write(f"  alr: every child diverged in epoch {epoch + 1}; the beam is unchanged")
-        tqdm.write(
-            "  alr: children lr "
-            f"{np.round(info.learning_rates.astype(float), 6).tolist()} losses "
-            f"{np.round(info.losses.astype(float), 4).tolist()} -> best lr {lrs[0]:.4g} "
-            f"(parent {int(info.parents[0])}, factor index {int(info.branches[0])})"
-        )
-        train_time = time.time() - t0
-        t1 = time.time()
-        best = best_model(beam)
-        test_loss, test_acc = train.evaluate(
-            eval_step, best, data.test, config.eval_batch_size, devices
-        )
-        rec.update(
-            train.evaluate_validation(eval_step, best, data, config.eval_batch_size, devices)
-        )
-        eval_time = time.time() - t1
-        rec["child_steps_per_s"] = children * steps_per_epoch / train_time
-        rec = run_log.epoch_record(
-            epoch,
-            steps_per_epoch,
-            rec,
-            (test_loss, test_acc),
-            (t0, train_time, eval_time),
-            log.wall_time(),
-        )
-        log.end_epoch(beam, rec)
-        if config.stop_after_epoch is not None and epoch + 1 >= config.stop_after_epoch:
-            break
+    try:
+        for epoch in range(log.start_epoch, config.epochs):
+            t0 = time.time()
+            m = int(beam.learning_rates.shape[0])
+            children = m * len(config.alr.factors)
+            # One call trains every child over the whole epoch: the bar completes at its end.
+            bar = run_log.progress_bar(
+                config,
+                epoch,
+                children * steps_per_epoch,
+                "child-step",
+                f" (alr: {children} children in one call)",
+            )
+            batches = epoch_batches(data, config, epoch, steps_per_epoch)
+            same_size = config.alr.beam_size in (None, m)
+            bn_train = train.bn_trains(config, epoch)
+            beam, info = (epoch_donating if same_size else epoch_plain)(
+                beam, batches, bn_train=bn_train
+            )
+            info, lrs, correct = jax.device_get(
+                (info, beam.learning_rates, beam.model_state["correct"][0])
+            )
+            bar.update(children * steps_per_epoch)
+            bar.close()
+            rec = _record(info, lrs, correct, children, steps_per_epoch, config, log.history)
+            if rec["alr"]["all_diverged"]:
+                tqdm.write(
+                    f"  alr: every child diverged in epoch {epoch + 1}; the beam is unchanged"
+                )
+            tqdm.write(
+                "  alr: children lr "
+                f"{np.round(info.learning_rates.astype(float), 6).tolist()} losses "
+                f"{np.round(info.losses.astype(float), 4).tolist()} -> best lr {lrs[0]:.4g} "
+                f"(parent {int(info.parents[0])}, factor index {int(info.branches[0])})"
+            )
+            train_time = time.time() - t0
+            t1 = time.time()
+            best = best_model(beam)
+            test_loss, test_acc = train.evaluate(
+                eval_step, best, data.test, config.eval_batch_size, devices
+            )
+            rec.update(
+                train.evaluate_validation(eval_step, best, data, config.eval_batch_size, devices)
+            )
+            eval_time = time.time() - t1
+            rec["child_steps_per_s"] = children * steps_per_epoch / train_time
+            rec = run_log.epoch_record(
+                epoch,
+                steps_per_epoch,
+                rec,
+                (test_loss, test_acc),
+                (t0, train_time, eval_time),
+                log.wall_time(),
+            )
+            log.end_epoch(beam, rec)
+            if config.stop_after_epoch is not None and epoch + 1 >= config.stop_after_epoch:
+                break
+    except KeyboardInterrupt:  # as train.py's loop
+        raise log.interrupted() from None
     return log.finish("the beam's best child")

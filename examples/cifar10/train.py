@@ -336,18 +336,19 @@ def evaluate_validation(eval_step, model_state, data, batch_size: int, devices: 
 
 
 class Diverged(RuntimeError):
-    """A loss became non-finite: ``history`` holds the epochs before it (checkpointed),
-    ``record`` the epoch in which it happened (not checkpointed)."""
+    """A loss, a parameter or a BatchNorm statistic became non-finite: ``history`` holds
+    the epochs before it (checkpointed), ``record`` the epoch in which it happened (not
+    checkpointed)."""
 
     def __init__(self, message: str, history: list[dict], record: dict):
         super().__init__(message)
         self.history, self.record = history, record
 
 
-def load_data(config, workdir):
+def load_data(config, workdir, resume: bool = False, overwrite: bool = False):
     """Checks the settings and the workdir, loads the data; returns (data, steps per epoch)."""
     check_config(config)
-    run_log.prepare_workdir(workdir)
+    run_log.prepare_workdir(workdir, resume, overwrite)
     try:
         data = input_pipeline.load_dataset(config.data)
     except input_pipeline.SplitError as e:
@@ -534,7 +535,9 @@ def make_train_steps(config, steps_per_epoch, graphdefs, method, model_state, au
     return steps
 
 
-def train_and_evaluate(config, workdir: str | Path, resume: bool = False) -> list[dict]:
+def train_and_evaluate(
+    config, workdir: str | Path, resume: bool = False, overwrite: bool = False
+) -> list[dict]:
     """Trains and evaluates; writes metrics, checkpoints and plots to ``workdir``.
 
     Args:
@@ -542,16 +545,23 @@ def train_and_evaluate(config, workdir: str | Path, resume: bool = False) -> lis
       workdir: the run's directory: ``metrics.jsonl`` (one JSON object per
         epoch), ``checkpoints/`` (Orbax), ``plots/*.png``, ``config.json``.
       resume: continue the run whose checkpoints are in ``workdir``.
+      overwrite: delete the outputs of a run already in ``workdir`` and start
+        afresh. Without it or ``resume``, such a workdir is a ConfigError.
 
     Returns:
       The per-epoch records (as written to ``metrics.jsonl``).
+
+    Raises:
+      ConfigError: a bad setting or workdir. Diverged: a loss or the model became
+      non-finite (the epoch is not checkpointed). run_log.Interrupted (a
+      KeyboardInterrupt): Ctrl-C, after the pending checkpoint was written.
     """
     if config.schedule == "alr":  # a beam of models: its own loop
         from examples.cifar10 import alr
 
-        return alr.train_and_evaluate(config, workdir, resume)
+        return alr.train_and_evaluate(config, workdir, resume, overwrite)
 
-    data, steps_per_epoch = load_data(config, workdir)
+    data, steps_per_epoch = load_data(config, workdir, resume, overwrite)
     devices = Devices.all()
     n_classes = len(data.class_names)
     model_gd = nnx.split(nnx.eval_shape(lambda: make_model(config, n_classes)))[0]
@@ -577,8 +587,10 @@ def train_and_evaluate(config, workdir: str | Path, resume: bool = False) -> lis
         jnp.copy, jax.jit(lambda ms: nnx.state(make_optimizer(ms)))(model_state)
     )
     rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)
-    log = RunLog(config, workdir, resume, method.depends_on_epochs, data_summary(data))
-    state = log.restore({"model": model_state, "opt": opt_state, "rng": rng})
+    log = RunLog(config, workdir, resume, method.depends_on_epochs, data_summary(data), overwrite)
+    state = log.restore(
+        {"model": model_state, "opt": opt_state, "rng": rng}, finite_part=lambda s: s["model"]
+    )
     state = devices.replicate(state)
     lr_update = (
         "step size estimated by the optimizer at every update"
@@ -602,62 +614,99 @@ def train_and_evaluate(config, workdir: str | Path, resume: bool = False) -> lis
         epoch_probe = make_epoch_probe(model_gd, make_probe_loss(model_gd, bn_train), normalize_)
     probe_batch = devices.replicate(empty_probe_batch(method.probe, data.train.images.shape[1:]))
 
-    for epoch in range(log.start_epoch, config.epochs):
-        t0 = time.time()
-        train_step = train_steps[bn_trains(config, epoch)]
-        state, rec, probe_batch = train_epoch(
-            config, data, devices, train_step, method, state, epoch, probe_batch
-        )
-        train_time = time.time() - t0
-
-        t1 = time.time()
-        eval_state = state["model"]
-        if eval_model is not None:
-            bn = input_pipeline.bn_batches(
-                data.train, config.batch_size, config.seed, epoch, method.bn_refresh_batches
+    try:
+        for epoch in range(log.start_epoch, config.epochs):
+            t0 = time.time()
+            train_step = train_steps[bn_trains(config, epoch)]
+            state, rec, probe_batch = train_epoch(
+                config, data, devices, train_step, method, state, epoch, probe_batch
             )
-            eval_state = eval_model(state, devices.replicate(bn))
-        test_loss, test_acc = evaluate(
-            eval_step, eval_state, data.test, config.eval_batch_size, devices
-        )
-        eval_bs = config.eval_batch_size
-        rec.update(evaluate_validation(eval_step, eval_state, data, eval_bs, devices))
-        eval_time = time.time() - t1
-        if method.after_epoch is not None:
-            epoch_metrics = {
-                "test_loss": test_loss,
-                "test_accuracy": test_acc,
-                "train_loss": rec["train_loss"],
-                **{k: rec[k] for k in ("val_loss", "val_accuracy") if k in rec},
-            }
-            after = functools.partial(method.after_epoch, metrics=epoch_metrics)
-            state, _ = with_opt_state(opt_gd, state, after)
-        epoch_losses = None
-        if method.epoch_probe is not None:
-            state, epoch_losses = run_epoch_probe(
-                config, data, devices, method, epoch_probe, opt_gd, state, epoch, steps_per_epoch
-            )
+            train_time = time.time() - t0
 
-        rec = epoch_record(
-            epoch,
-            steps_per_epoch,
-            rec,
-            (test_loss, test_acc),
-            (t0, train_time, eval_time),
-            log.wall_time(),
-        )
-        if epoch_losses is not None:
-            rec["epoch_probe"] = epoch_losses
-        if not (math.isfinite(rec["train_loss"]) and math.isfinite(rec["test_loss"])):
-            log.close()
-            raise Diverged(
-                f"the loss became non-finite in epoch {epoch + 1} (train {rec['train_loss']}, "
-                f"test {rec['test_loss']}); not checkpointed: the last good checkpoint is epoch "
-                f"{epoch} (lower config.learning_rate)",
-                log.history,
+            t1 = time.time()
+            eval_state = state["model"]
+            if eval_model is not None:
+                bn = input_pipeline.bn_batches(
+                    data.train, config.batch_size, config.seed, epoch, method.bn_refresh_batches
+                )
+                eval_state = eval_model(state, devices.replicate(bn))
+            test_loss, test_acc = evaluate(
+                eval_step, eval_state, data.test, config.eval_batch_size, devices
+            )
+            eval_bs = config.eval_batch_size
+            rec.update(evaluate_validation(eval_step, eval_state, data, eval_bs, devices))
+            eval_time = time.time() - t1
+            if method.after_epoch is not None:
+                epoch_metrics = {
+                    "test_loss": test_loss,
+                    "test_accuracy": test_acc,
+                    "train_loss": rec["train_loss"],
+                    **{k: rec[k] for k in ("val_loss", "val_accuracy") if k in rec},
+                }
+                after = functools.partial(method.after_epoch, metrics=epoch_metrics)
+                state, _ = with_opt_state(opt_gd, state, after)
+            epoch_losses = None
+            if method.epoch_probe is not None:
+                state, epoch_losses = run_epoch_probe(
+                    config,
+                    data,
+                    devices,
+                    method,
+                    epoch_probe,
+                    opt_gd,
+                    state,
+                    epoch,
+                    steps_per_epoch,
+                )
+
+            rec = epoch_record(
+                epoch,
+                steps_per_epoch,
                 rec,
+                (test_loss, test_acc),
+                (t0, train_time, eval_time),
+                log.wall_time(),
             )
-        log.end_epoch(state, rec)
-        if config.stop_after_epoch is not None and epoch + 1 >= config.stop_after_epoch:
-            break
+            if epoch_losses is not None:
+                rec["epoch_probe"] = epoch_losses
+            check_finite(log, state, rec)
+            log.end_epoch(state, rec)
+            if config.stop_after_epoch is not None and epoch + 1 >= config.stop_after_epoch:
+                break
+
+    except KeyboardInterrupt:
+        # One line and exit status 130 (main.py), once the pending checkpoint is written.
+        raise log.interrupted() from None
     return log.finish(method.lr_label)
+
+
+def check_finite(log: RunLog, state, rec: dict) -> None:
+    """Raises Diverged, before the epoch is checkpointed, if its losses or its model
+    (parameters, BatchNorm statistics) are non-finite.
+
+    The losses alone miss a model that has blown up: train-mode BatchNorm keeps the
+    training loss finite, and an evaluation can too, while most arrays are inf or NaN.
+    """
+    epoch = rec["epoch"]
+    if math.isfinite(rec["train_loss"]) and math.isfinite(rec["test_loss"]):
+        bad = run_log.nonfinite_arrays(state["model"])
+        if not bad:
+            return
+        n = len(jax.tree.leaves(state["model"]))
+        what = (
+            f"the model became non-finite in epoch {epoch} ({len(bad)} of its {n} arrays "
+            f"hold NaN or inf, e.g. {bad[0]}; losses train {rec['train_loss']:.4g}, test "
+            f"{rec['test_loss']:.4g})"
+        )
+    else:
+        what = (
+            f"the loss became non-finite in epoch {epoch} (train {rec['train_loss']}, "
+            f"test {rec['test_loss']})"
+        )
+    log.close()
+    raise Diverged(
+        f"{what}; not checkpointed: the last good checkpoint is epoch {epoch - 1} "
+        "(lower config.learning_rate)",
+        log.history,
+        rec,
+    )

@@ -1,0 +1,235 @@
+"""The CIFAR-10 example under faults: a model that blows up while its losses stay finite,
+a checkpoint with changed bytes, a workdir that holds a run already, Ctrl-C, an unknown
+configuration field (issue 29, items 1-4 and 7).
+
+Each run is the tiny configuration of test_cifar10_example.py (seconds, mostly
+compilation, shared through the session's compilation cache); the command line is run
+as a subprocess only where its own parsing or signal handling is what is tested.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_cifar10_data import write_folder
+from test_cifar10_example import ROOT, _final_state, _tiny_flags, read_metrics, tiny_config
+
+from examples.cifar10 import main, run_log, train
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory) -> Path:
+    """test_cifar10_example.py's image folder: 40 train / 20 test images."""
+    return write_folder(tmp_path_factory.mktemp("data") / "cifar10")
+
+
+def _checkpoints(workdir: Path) -> list[str]:
+    return sorted(p.name for p in (workdir / "checkpoints").iterdir())
+
+
+# --------------------------------------------------------------------------------------
+# 1. A model that became non-finite is never checkpointed.
+
+
+def test_a_model_that_became_nonfinite_stops_the_run_unsaved(tiny_folder, tmp_path):
+    """lr 300: epoch 1 is finite; in epoch 2, 52 of the 62 model arrays become inf or NaN
+    while both losses stay finite (train-mode BatchNorm; measured on XLA:CPU)."""
+    config = tiny_config(tiny_folder, schedule="constant", learning_rate=300.0, epochs=2,
+                         plots=False)  # fmt: skip
+    with pytest.raises(train.Diverged, match="non-finite in epoch 2") as info:
+        train.train_and_evaluate(config, tmp_path)
+    assert "the model became non-finite in epoch 2" in str(info.value), info.value
+    assert "last good checkpoint is epoch 1" in str(info.value)
+    assert [r["epoch"] for r in info.value.history] == [1] and info.value.record["epoch"] == 2
+    assert [r["epoch"] for r in read_metrics(tmp_path)] == [1]
+    assert _checkpoints(tmp_path) == ["1"]
+    for path, x in _final_state(tmp_path, 1):
+        assert np.isfinite(np.asarray(x, np.float64)).all() or not np.issubdtype(
+            np.asarray(x).dtype, np.inexact
+        ), path
+
+
+# --------------------------------------------------------------------------------------
+# 4 (in process) and 2: Ctrl-C after an epoch leaves its checkpoint; changed bytes in it
+# are found and an older checkpoint is used.
+
+
+@pytest.fixture(scope="module")
+def interrupted_run(tiny_folder, tmp_path_factory):
+    """A 3-epoch run interrupted (KeyboardInterrupt) right after epoch 2's line."""
+    workdir = tmp_path_factory.mktemp("interrupted")
+    end_epoch = run_log.RunLog.end_epoch
+
+    def end_epoch_then_ctrl_c(self, state, rec):
+        end_epoch(self, state, rec)  # starts the asynchronous save, then prints the line
+        if rec["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    config = tiny_config(tiny_folder, schedule="constant", epochs=3, plots=False)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(run_log.RunLog, "end_epoch", end_epoch_then_ctrl_c)
+        with pytest.raises(run_log.Interrupted) as info:
+            train.train_and_evaluate(config, workdir)
+    return workdir, info.value
+
+
+def test_ctrl_c_waits_for_the_pending_checkpoint(interrupted_run):
+    workdir, interrupted = interrupted_run
+    assert isinstance(interrupted, KeyboardInterrupt) and interrupted.epoch == 2
+    # Both saves finished (no *.orbax-checkpoint-tmp-* left), as the metrics say.
+    assert _checkpoints(workdir) == ["1", "2"]
+    assert [r["epoch"] for r in read_metrics(workdir)] == [1, 2]
+
+
+def test_a_checkpoint_with_changed_bytes_is_rejected_for_the_one_before(
+    interrupted_run, tiny_folder, tmp_path, capsys
+):
+    workdir = tmp_path / "wd"
+    shutil.copytree(interrupted_run[0], workdir)
+    # 400 bytes flipped inside the largest file of epoch 2's state (array data: Orbax reads
+    # it back without an error, so only the digest saved with the checkpoint tells).
+    files = [f for f in (workdir / "checkpoints" / "2" / "state").rglob("*") if f.is_file()]
+    largest = max(files, key=lambda f: f.stat().st_size)
+    data = bytearray(largest.read_bytes())
+    mid = len(data) // 2
+    data[mid : mid + 400] = bytes(b ^ 0xFF for b in data[mid : mid + 400])
+    largest.write_bytes(bytes(data))
+    capsys.readouterr()
+    # epochs=1: the resume restores (and verifies) without training on.
+    config = tiny_config(tiny_folder, schedule="constant", epochs=1, plots=False)
+    history = train.train_and_evaluate(config, workdir, resume=True)
+    out = capsys.readouterr().out
+    assert "checkpoint of epoch 2 is damaged" in out and "differ from their digest" in out, out
+    assert "after epoch 1 (checkpoint 1)" in out
+    assert [r["epoch"] for r in history] == [1]
+
+
+def test_verify_names_a_changed_or_nonfinite_array():
+    state = {"model": {"w": np.arange(3.0)}, "rng": np.zeros(2, np.uint32)}
+    saved = run_log.digests(state)
+    assert run_log.verify(state, saved, lambda s: s["model"]) is None
+    changed = {**state, "model": {"w": np.array([0.0, 1.0, 2.5])}}
+    assert "1 of 2 arrays differ from their digest (['model']['w']" in run_log.verify(
+        changed, saved
+    )
+    # A checkpoint written before digests were: the finiteness check still applies.
+    nan = {**state, "model": {"w": np.array([0.0, np.nan, 2.0])}}
+    assert "1 arrays hold NaN or inf (['w']" in run_log.verify(nan, None, lambda s: s["model"])
+
+
+# --------------------------------------------------------------------------------------
+# 3. A workdir that holds a run is refused without --resume or --overwrite.
+
+
+@pytest.mark.parametrize("output", ["metrics.jsonl", "config.json", "checkpoints/1/x"])
+def test_a_workdir_holding_a_run_is_refused_before_any_data(tmp_path, output):
+    workdir = tmp_path / "wd"
+    (workdir / output).parent.mkdir(parents=True, exist_ok=True)
+    (workdir / output).write_text("old\n")
+    # checkpoint=False too: the metrics and configuration would be replaced all the same.
+    config = tiny_config(tmp_path / "no_data", schedule="constant", checkpoint=False)
+    with pytest.raises(train.ConfigError, match="pass --resume .* --overwrite .* empty --workdir"):
+        train.train_and_evaluate(config, workdir)
+    with pytest.raises(train.ConfigError, match="--resume and --overwrite contradict"):
+        train.train_and_evaluate(config, workdir, resume=True, overwrite=True)
+    assert (workdir / output).read_text() == "old\n"
+
+
+def test_overwrite_deletes_the_old_run_only(tmp_path):
+    workdir = tmp_path / "wd"
+    for name in ("metrics.jsonl", "config.json", "checkpoints/1/x", "plots/lr.png",
+                 "notes.txt", "cache/data.npz"):  # fmt: skip
+        (workdir / name).parent.mkdir(parents=True, exist_ok=True)
+        (workdir / name).write_text("old\n")
+    config = tiny_config(tmp_path / "no_data", schedule="constant")
+    log = run_log.RunLog(config, workdir, resume=False, overwrite=True)
+    log.close()
+    left = sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*") if p.is_file())
+    assert left == ["cache/data.npz", "notes.txt"]
+
+
+# --------------------------------------------------------------------------------------
+# The command line: --overwrite, Ctrl-C (exit 130, one line), an unknown field (exit 2).
+
+
+@pytest.fixture
+def parsed_flags(tmp_path):
+    """main's flags parsed in this process (main.main reads them), reset afterwards."""
+
+    def parse(*extra):
+        main.FLAGS(["main", f"--config={ROOT / 'examples/cifar10/configs/cpu.py'}",
+                    f"--workdir={tmp_path / 'wd'}", *extra])  # fmt: skip
+
+    yield parse
+    main.FLAGS.unparse_flags()
+
+
+def test_main_passes_overwrite_and_reports_ctrl_c_in_one_line(parsed_flags, monkeypatch, capsys):
+    calls = []
+
+    def fake_train(config, workdir, resume=False, overwrite=False, raises=None):
+        calls.append((resume, overwrite))
+        raise raises
+
+    for raised, epoch in ((run_log.Interrupted(2), 2), (KeyboardInterrupt(), 0)):
+        monkeypatch.setattr(
+            train, "train_and_evaluate", lambda *a, r=raised, **k: fake_train(*a, **k, raises=r)
+        )
+        parsed_flags("--overwrite")
+        assert main.main(["main"]) == 130
+        captured = capsys.readouterr()
+        assert captured.err == f"interrupted after epoch {epoch}; continue with --resume\n"
+        assert captured.out == ""
+    assert calls == [(False, True)] * 2
+
+
+def test_ctrl_c_of_the_command_line_leaves_a_resumable_checkpoint(tiny_folder, tmp_path):
+    """SIGINT right after epoch 1's line: exit 130, one line on stderr, no traceback, and
+    every epoch logged has its checkpoint (the run would take a minute otherwise)."""
+    workdir = tmp_path / "wd"
+    flags = [f for f in _tiny_flags(tiny_folder, workdir)
+             if not f.startswith(("--config.checkpoint", "--config.epochs"))]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "examples.cifar10.main", *flags, "--config.schedule=constant",
+         "--config.epochs=200"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env,
+    )  # fmt: skip
+    try:
+        for line in proc.stdout:
+            if line.startswith("epoch "):
+                proc.send_signal(signal.SIGINT)
+                break
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("interrupted after epoch ") and last.endswith("; continue with --resume")
+    n = int(last.split()[3].rstrip(";"))
+    logged = [r["epoch"] for r in read_metrics(workdir)]
+    assert n >= 1 and logged == list(range(1, n + 1))
+    # The newest one may be epoch n + 1's, when the signal came after its save began.
+    saved = _checkpoints(workdir)
+    assert str(n) in saved and all(name.isdigit() for name in saved), saved
+
+
+def test_unknown_config_field_is_one_line_and_exit_status_2(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "examples.cifar10.main",
+         f"--config={ROOT / 'examples/cifar10/configs/cpu.py'}", "--config.schedul=auto",
+         f"--workdir={tmp_path / 'wd'}"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-3000:]
+    assert 'Did you mean "schedule" instead of "schedul"?' in lines[0]
