@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 from jax import lax
 
 __all__ = [
@@ -96,6 +97,8 @@ def evaluate_candidates(
     candidates: jax.Array,
     strategy: str,
     chunk_size: int | None,
+    *,
+    max_width: int | None = None,
 ) -> Any:
     """Evaluates ``fn(c)`` for every entry ``c`` of ``candidates``, stacked on axis 0.
 
@@ -105,6 +108,13 @@ def evaluate_candidates(
       strategy: ``"vmap"`` or ``"map"`` (resolved, see :func:`resolve_probe_strategy`).
       chunk_size: with ``"map"``, how many candidates are vmapped at a time
         (``None`` or 1: one at a time; ``>= N``: all at once, as ``"vmap"``).
+      max_width: with ``"vmap"``, the most candidates vmapped at once: more than
+        that are evaluated ``max_width`` at a time (``lax.map`` over vmapped chunks,
+        the last chunk filled up with copies of the last candidate), so the
+        transient memory is that of ``max_width`` candidates, not ``N``. ``None``
+        (default): all ``N`` at once. An :func:`autolr_jax.auto_lr` probe passes
+        ``len(factors)``, which bounds its first-probe search (17 grid points) by
+        a regular probe's memory.
 
     Returns:
       The outputs of ``fn``, every leaf with a leading axis ``N``.
@@ -114,10 +124,22 @@ def evaluate_candidates(
       >>> from autolr_jax._candidates import evaluate_candidates
       >>> evaluate_candidates(lambda f: f * f, jnp.arange(4.0), "map", 3).tolist()
       [0.0, 1.0, 4.0, 9.0]
+      >>> evaluate_candidates(lambda f: f * f, jnp.arange(5.0), "vmap", None, max_width=2).tolist()
+      [0.0, 1.0, 4.0, 9.0, 16.0]
     """
-    if strategy == "vmap":
-        return jax.vmap(fn)(candidates)
     n = candidates.shape[0]
+    if strategy == "vmap" and (max_width is None or n <= max_width):
+        return jax.vmap(fn)(candidates)
+    if strategy == "vmap" and max_width <= 1:
+        return lax.map(fn, candidates)
+    if strategy == "vmap":
+        # Chunks of max_width, the last one filled up with copies of the last candidate:
+        # lax.map's remainder would be a second vmap beside the loop, whose buffers XLA
+        # does not share with the loop's (up to 2 * max_width - 1 candidates' memory).
+        pad = -n % max_width
+        padded = jnp.concatenate([candidates, jnp.repeat(candidates[-1:], pad, axis=0)])
+        out = lax.map(fn, padded, batch_size=max_width)
+        return jax.tree.map(lambda x: x[:n], out)
     batch_size = None if chunk_size is None or chunk_size <= 1 else min(chunk_size, n)
     if batch_size == n:
         return jax.vmap(fn)(candidates)

@@ -419,7 +419,9 @@ def auto_lr(
         the factors), ``"map"`` (``lax.map``: one forward after another inside
         one computation, peak memory of one forward), or ``"auto"``
         (:func:`default_probe_strategy` of the backend at trace time; ``"map"``
-        when ``chunk_size`` is given).
+        when ``chunk_size`` is given). With ``"vmap"`` the first probe's search
+        vmaps its grid ``len(factors)`` points at a time, so its transient memory
+        is bounded by a regular probe's, whatever the grid's size.
       chunk_size: with ``"map"``, the number of candidates vmapped at a time
         (``lax.map(..., batch_size=chunk_size)``); an integer >= 1 or ``None``.
         Not allowed with ``"vmap"``.
@@ -732,6 +734,8 @@ def auto_lr(
                     jnp.asarray(candidates, jnp.float32),
                     resolve_probe_strategy(strategy, chunk_size),
                     chunk_size,
+                    # The search's grid: vmapped n at a time, no more than a regular probe.
+                    max_width=n,
                 )
                 if axis_name is not None:
                     losses = lax.pmean(losses, axis_name)

@@ -147,7 +147,11 @@ class MultiplicativeSchedule:
         self.__name__ = name
 
     def __call__(self, count: Any) -> jax.Array:
-        return (f32(self.init_value) * self.factor(as_count(count))).astype(jnp.float32)
+        init_value = f32(self.init_value)
+        value = init_value * self.factor(as_count(count))
+        # A zero learning rate stays zero (as PyTorch's recursive form keeps it), also once a
+        # growing factor (gamma > 1) has overflowed to inf: 0 * inf would be NaN.
+        return jnp.where(init_value == 0, jnp.float32(0), value).astype(jnp.float32)
 
     def __repr__(self) -> str:
         return f"<{self.name} schedule, init_value={self.init_value!r}>"
