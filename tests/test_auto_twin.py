@@ -191,3 +191,39 @@ def test_momentum_free_mode_refuses_what_it_cannot_build(kwargs, match):
         al.auto_lr(
             optax.sgd, 0.1, loss_fn=loss_fn, every=2, probe_optimizer="momentum_free", **kwargs
         )
+
+
+def test_matched_mode_probes_the_twin_direction_at_the_applied_length():
+    # NumPy oracle at the second probe of heavy-ball SGD (updates 0..3, probes at 0 and 3):
+    # the twin's step -level / (1 - m) * g, rescaled to the length of the applied update
+    # -level * (g + m * trace); the candidate losses are L(w + f * u) on the batch.
+    m, every = 0.9, 3
+    tx = al.auto_lr(
+        optax.sgd, 0.01, loss_fn=loss_fn, every=every, momentum=m, initial_search=False,
+        probe_optimizer="matched", factors=(0.5, 1.0, 2.0),
+    )  # fmt: skip
+    step = jax.jit(lambda w, s: tx.update(jax.grad(loss_fn)(w, (X, Y)), s, w, batch=(X, Y)))
+    w, state = jnp.zeros(6), tx.init(jnp.zeros(6))
+    for _ in range(every):
+        u, state = step(w, state)
+        w = optax.apply_updates(w, u)
+    trace = [x for x in jax.tree.leaves(state.inject_state) if np.shape(x) == (6,)]
+    assert len(trace) == 1
+    level = float(state.control.level)
+    _, after = step(w, state)
+
+    x, y, w64 = (np.asarray(a, np.float64) for a in (X, Y, w))
+    g = x.T @ (x @ w64 - y) / len(y)
+    applied = -level * (g + m * np.asarray(trace[0], np.float64))
+    twin = -level / (1 - m) * g
+    direction = twin * np.linalg.norm(applied) / np.linalg.norm(twin)
+    factors = (0.5, 1.0, 2.0)
+    expected = [0.5 * np.mean((x @ (w64 + f * direction) - y) ** 2) for f in factors]
+    np.testing.assert_allclose(np.asarray(after.telemetry.losses), expected, rtol=2e-5)
+    # and it is neither the twin's probe nor the update's
+    for other in ("momentum_free", None):
+        base = al.auto_lr(
+            optax.sgd, 0.01, loss_fn=loss_fn, every=every, momentum=m, initial_search=False,
+            probe_optimizer=other,
+        )  # fmt: skip
+        assert not np.allclose(trajectory(base)[0], trajectory(tx)[0])

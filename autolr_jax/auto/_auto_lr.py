@@ -188,6 +188,20 @@ def _slope(grads: Any, updates: Any) -> jax.Array:
     return sum(parts, jnp.zeros((), jnp.float32))
 
 
+def _matched(step: Any, applied: Any) -> Any:
+    """``step`` rescaled to the global norm of ``applied``; unchanged where either norm is 0.
+
+    The twin says which way a one-step probe should look; the applied update says how
+    far the run actually moves per update (with momentum, the noise in the gradients
+    averages out of it, so in the noise-dominated regime it is shorter than the twin's
+    step, which follows one batch's gradient).
+    """
+    norm_step, norm_applied = optax.tree.norm(step), optax.tree.norm(applied)
+    ok = (norm_step > 0) & jnp.isfinite(norm_step) & jnp.isfinite(norm_applied)
+    scale = jnp.where(ok, norm_applied / jnp.where(ok, norm_step, 1.0), 1.0)
+    return jax.tree.map(lambda x: (x * scale).astype(x.dtype), step)
+
+
 def _propose(settings, score, candidate_losses, loss0, slope, first, search_losses):
     """The rule's proposal at a probe: ``(losses, scores, search_losses, multiplier, decision)``.
 
@@ -502,8 +516,11 @@ def auto_lr(
         ``optax.rmsprop`` with ``momentum=``) and ``rule`` is not ``"seed"``;
         otherwise the wrapped optimizer's own update (so plain SGD, RMSprop
         without momentum, a lambda or ``optax.chain``, and Algorithm 1 are
-        unchanged). ``"momentum_free"``: the twin, a ``ValueError`` where none is
-        known. ``None``: always the wrapped optimizer's own update. Or an Optax
+        unchanged). ``"matched"``: the twin's step rescaled, at each probe, to
+        the global norm of the update the wrapped optimizer applies at the same
+        level: the twin's direction, the run's step length. ``"momentum_free"``:
+        the twin, a ``ValueError`` where none is known. ``None``: always the
+        wrapped optimizer's own update. Or an Optax
         optimizer factory with a ``learning_rate`` argument whose update the
         probes scale instead, e.g. ``functools.partial(optax.adam, b1=0.0)``.
         Why: a one-step probe along a momentum update judges a step that is
@@ -613,6 +630,7 @@ def auto_lr(
     n = len(factors)
     # The probe twin is built at the rate it is asked for (a traced scalar is fine for an
     # Optax factory); its state then holds no learning rate, so current_lr stays unambiguous.
+    match_length = isinstance(probe_optimizer, str) and probe_optimizer == "matched"
     twin = check_probe_optimizer(
         probe_optimizer,
         learning_rate,
@@ -715,6 +733,8 @@ def auto_lr(
                     u, _ = inner_update(level)
                 else:
                     u, _ = twin(learning_rate=level).update(updates, state.probe_state, params)
+                    if match_length:
+                        u = _matched(u, inner_update(level)[0])
 
                 def loss_at(f):
                     return scalar_loss(apply_scaled(params, u, f), batch)

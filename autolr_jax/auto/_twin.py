@@ -21,7 +21,7 @@ import optax
 __all__ = ["PROBE_OPTIMIZER_MODES", "momentum_free_twin", "resolve_probe_optimizer"]
 
 # What auto_lr's probe_optimizer may name besides None and a factory.
-PROBE_OPTIMIZER_MODES = ("auto", "momentum_free")
+PROBE_OPTIMIZER_MODES = ("auto", "momentum_free", "matched")
 
 # Factories whose momentum is an exponential average of gradients with weight b1: the
 # average's steady value is the gradient's, so the twin is the same factory with b1=0 at the
@@ -145,8 +145,9 @@ def resolve_probe_optimizer(
 
     ``"auto"``: the momentum-free twin where one is known, the rule is not
     ``"seed"`` (Algorithm 1 keeps its trajectory) and the probe is one step;
-    otherwise None. ``"momentum_free"``: the twin, ``ValueError`` where there is
-    none to build.
+    otherwise None. ``"matched"``: as ``"auto"`` (``auto_lr`` then rescales the
+    twin's step to the length of the applied update). ``"momentum_free"``: the
+    twin, ``ValueError`` where there is none to build.
     """
     if not isinstance(probe_optimizer, str):
         return probe_optimizer
@@ -156,7 +157,7 @@ def resolve_probe_optimizer(
             f"optimizer factory (a callable with a learning_rate argument), got "
             f"{probe_optimizer!r}"
         )
-    if probe_optimizer == "auto":
+    if probe_optimizer in ("auto", "matched"):
         if (isinstance(rule, str) and rule == "seed") or lookahead != 1:
             return None
         return momentum_free_twin(optimizer, **inner_kwargs)

@@ -14,6 +14,16 @@ Per task:
   Registered after the first suite run (probe records on the language model:
   the twin's step is much sharper than the update that is applied, so its
   one-step level sits far below the tuned peak), before any run of this row;
+* ``auto-matched``: the default, but each probe rescales the twin's step to the
+  length of the update the optimizer applies (``probe_optimizer="matched"``).
+  Registered after the ``auto-probe-update`` runs and an exploratory measurement
+  (seed 0, tuned wsd peak, constant rate) of that length ratio on digits,
+  diabetes, cifar-momentum and bytelm: 0.17-0.3 at every probe, as the noise
+  averaged out of a b1 = 0.9 or momentum 0.9 update predicts. Prediction, written
+  before any run of this row: levels about 4-5x the default's where there is a
+  twin (cifar-momentum near the tuned peak; bytelm still ~10x below it; digits
+  and diabetes above their validation-tuned peaks), and identical to the default
+  on cifar-sgd (no momentum, no twin);
 * ``lrfind-wsd-*``: a fixed wsd at the peak ``lr_find`` suggests (100 updates
   before the run, by each suggestion rule); ``lrfind-auto``: ``auto_lr`` from the
   valley suggestion, without its one-step search.
@@ -54,6 +64,7 @@ AUTO = (
     Method("auto-default", "auto"),
     Method("seed", "seed"),
     Method("auto-probe-update", "auto", auto=(("probe_optimizer", None),)),
+    Method("auto-matched", "auto", auto=(("probe_optimizer", "matched"),)),
 )
 
 
