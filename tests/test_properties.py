@@ -218,6 +218,33 @@ def test_growing_schedules_overflow_to_inf_never_to_nan(kind, init, gamma, count
         assert np.all(values == 0.0), values
 
 
+@settings(max_examples=15, deadline=None)
+@given(base=LR, peak=LR, up=STEPS, gamma=st.floats(1.5, 10.0), counts=COUNTS)
+def test_exp_range_gives_base_lr_where_its_height_is_zero_when_gamma_overflows(
+    base, peak, up, gamma, counts
+):
+    # base_lr + height * gamma ** t with gamma ** t overflowed to inf: where the height is 0
+    # (base_lr == max_lr, or a cycle's first step) PyTorch gives base_lr, never 0 * inf = NaN.
+    flat = np.asarray(al.cyclic_lr(base, base, up, mode="exp_range", gamma=gamma)(counts))
+    np.testing.assert_array_equal(flat, np.float32(base))
+    values = np.asarray(al.cyclic_lr(base, peak, up, mode="exp_range", gamma=gamma)(counts))
+    assert not np.any(np.isnan(values)), (counts, values)
+    np.testing.assert_array_equal(values[counts % (2 * up) == 0], np.float32(base))
+
+
+@settings(max_examples=15, deadline=None)
+@given(init=LR, total=STEPS, gamma=st.floats(1.5, 10.0), counts=COUNTS)
+def test_chained_factor_at_zero_stays_zero_when_another_overflows(init, total, gamma, counts):
+    # linear_lr's factor is 0 from total_iters on; exponential_lr's gamma ** t overflows to
+    # inf: the product stays 0 (PyTorch's recursive form keeps a zero learning rate), in
+    # either order.
+    to_zero, growing = al.linear_lr(init, 1.0, 0.0, total), al.exponential_lr(init, gamma)
+    for schedule in (al.chained(to_zero, growing), al.chained(growing, to_zero)):
+        values = np.asarray(schedule(counts))
+        assert not np.any(np.isnan(values)), (counts, values)
+        np.testing.assert_array_equal(values[counts >= total], 0.0)
+
+
 # ------------------------------------------------------------------ invalid arguments
 
 NOT_NUMBERS = st.sampled_from(["0.1", None, True, False, np.bool_(True), b"1", np.asarray("1")])

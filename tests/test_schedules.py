@@ -613,6 +613,22 @@ EDGE_CASES = {
         10,
         1.0,
     ),
+    # A factor at 0 while another (gamma 1.5) overflows float32 past step 219: PyTorch's
+    # recursive product stays 0 (float32's 0 * inf would be NaN).
+    "chained_zero_and_overflow": (
+        lambda: chained(linear_lr(1.0, 1.0, 0.0, 4), exponential_lr(1.0, 1.5)),
+        lambda o: L.ChainedScheduler([L.LinearLR(o, 1.0, 0.0, 4), L.ExponentialLR(o, 1.5)]),
+        300,
+        1.0,
+    ),
+    # base_lr == max_lr: PyTorch's base_lr + 0 * gamma ** t is base_lr, also where gamma ** t
+    # overflows float32 (past step 219; float64 only past 1750).
+    "cyclic_exp_range_flat_and_overflow": (
+        lambda: cyclic_lr(0.1, 0.1, 3, mode="exp_range", gamma=1.5),
+        lambda o: L.CyclicLR(o, 0.1, 0.1, 3, mode="exp_range", gamma=1.5),
+        300,
+        0.1,
+    ),
 }
 
 

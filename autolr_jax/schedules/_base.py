@@ -124,6 +124,17 @@ def cosine_mix(high: Any, low: Any, to_end: jax.Array, from_start: jax.Array, le
     return f32(high) * w_high + f32(low) * w_low
 
 
+def zero_safe_mul(a: Any, b: Any) -> jax.Array:
+    """``a * b``, but 0 wherever ``a`` or ``b`` is 0, also when the other one is inf.
+
+    A zero learning rate (or a zero factor of one) stays zero, as PyTorch's recursive
+    form keeps it, once a growing factor (``gamma > 1``) has overflowed float32 to inf,
+    where the plain product would be ``0 * inf = NaN``.
+    """
+    a, b = f32(a), f32(b)
+    return jnp.where((a == 0) | (b == 0), jnp.float32(0), a * b)
+
+
 class MultiplicativeSchedule:
     """A schedule ``init_value * factor(count)``, as PyTorch's chainable schedulers.
 
@@ -147,11 +158,8 @@ class MultiplicativeSchedule:
         self.__name__ = name
 
     def __call__(self, count: Any) -> jax.Array:
-        init_value = f32(self.init_value)
-        value = init_value * self.factor(as_count(count))
-        # A zero learning rate stays zero (as PyTorch's recursive form keeps it), also once a
-        # growing factor (gamma > 1) has overflowed to inf: 0 * inf would be NaN.
-        return jnp.where(init_value == 0, jnp.float32(0), value).astype(jnp.float32)
+        # A zero learning rate stays zero, also once a growing factor has overflowed to inf.
+        return zero_safe_mul(self.init_value, self.factor(as_count(count)))
 
     def __repr__(self) -> str:
         return f"<{self.name} schedule, init_value={self.init_value!r}>"

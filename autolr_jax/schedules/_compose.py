@@ -11,7 +11,13 @@ import numpy as np
 import optax
 
 from autolr_jax._validation import check_int, check_milestones, check_real, is_concrete
-from autolr_jax.schedules._base import INT32_MAX, MultiplicativeSchedule, as_count, f32
+from autolr_jax.schedules._base import (
+    INT32_MAX,
+    MultiplicativeSchedule,
+    as_count,
+    f32,
+    zero_safe_mul,
+)
 
 __all__ = ["chained", "lambda_lr", "per_epoch", "sequential"]
 
@@ -119,7 +125,8 @@ def chained(*schedules: MultiplicativeSchedule) -> MultiplicativeSchedule:
     def factor(count):
         result = factors[0](count)
         for f in factors[1:]:
-            result = result * f(count)
+            # A factor that reached 0 keeps the product 0 when another overflowed to inf.
+            result = zero_safe_mul(result, f(count))
         return result
 
     return MultiplicativeSchedule(init_value, factor, "chained")

@@ -18,6 +18,7 @@ from autolr_jax.schedules._base import (
     f32,
     int_floordiv_mod,
     int_pow,
+    zero_safe_mul,
 )
 
 __all__ = ["cyclic_lr", "one_cycle_lr"]
@@ -89,7 +90,9 @@ def cyclic_lr(
         else:
             amplitude = int_pow(gamma, count)
         height = (f32(max_lr) - f32(base_lr)) * scale_factor
-        return f32(base_lr) + height * amplitude
+        # A zero height (base_lr == max_lr, or the start of a cycle) gives base_lr, as in
+        # PyTorch, also once exp_range's gamma ** t (gamma > 1) has overflowed to inf.
+        return f32(base_lr) + zero_safe_mul(height, amplitude)
 
     return schedule
 
