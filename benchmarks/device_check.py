@@ -21,8 +21,9 @@ epoch (probe / (ceil(50000 / batch) x training step)).
 Stage 2, the example's ``gpu-short`` protocol (``examples.cifar10.configs.gpu_short``: a
 10,000-image subset, batch 128, 10 epochs) for the schedules auto (the example's default:
 armijo + search + wsd budget), auto-seed (Algorithm 1), cosine, prodigy and constant, in
-that order, seed 0, each one ``examples.cifar10.train.train_and_evaluate(config, workdir)`` on the
-CIFAR-10 archive (``--data-dir``, default ``../shared/data/cifar10-jpg.tar.gz``).
+that order, seed 0, each one ``examples.cifar10.train.train_and_evaluate(config, workdir,
+overwrite=True)`` (a later check replaces the runs of an earlier one) on the CIFAR-10
+archive (``--data-dir``, default ``../shared/data/cifar10-jpg.tar.gz``).
 
 Each stage has its own time budget (``--stage1-budget`` 210 s, ``--stage2-budget`` 300 s:
 with start-up, about 9 minutes). Between measurements the script checks the clock and
@@ -563,7 +564,9 @@ def stage_train(report: Report, args, clock: Clock, est: Estimates, train_fn: Tr
 def _train_and_evaluate(config, workdir: str) -> list:
     from examples.cifar10 import train
 
-    return train.train_and_evaluate(config, workdir)
+    # A second check into the same --out (or --workdir) replaces the runs of the one before:
+    # the example refuses a workdir that holds a run unless told to overwrite it.
+    return train.train_and_evaluate(config, workdir, overwrite=True)
 
 
 # ===================================================================================== main

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import socket
 import subprocess
 import sys
@@ -119,6 +120,20 @@ def test_smoke_data_is_the_example_format(smoke):
 
     ds = input_pipeline.load_image_folder(root, cache_dir=str(out / "cache"))
     assert ds.train.images.shape == (40, 32, 32, 3) and len(ds.test) == 20
+
+
+def test_a_second_check_into_the_same_out_replaces_its_runs(smoke, tmp_path):
+    # The example refuses a workdir that holds a run unless told to overwrite it: the runs
+    # in <out>/smoke_runs/<schedule> of an earlier check must not make this one fail.
+    out = tmp_path / "out"
+    shutil.copytree(smoke[0], out)
+    argv = ["--smoke", "--stages", "2", "--out", str(out), "--schedules", ",".join(SMOKE_SCHEDULES)]
+    runs = dc.main(argv)["stage2"]["runs"]
+    assert [r["schedule"] for r in runs] == list(SMOKE_SCHEDULES)
+    for r in runs:
+        assert "error" not in r and "skipped" not in r, r
+        metrics = (out / "smoke_runs" / r["schedule"] / "metrics.jsonl").read_text()
+        assert len(metrics.splitlines()) == 1  # replaced, not appended to
 
 
 def _fake_records(epochs: int = 2):
