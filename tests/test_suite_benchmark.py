@@ -104,3 +104,27 @@ def test_cifar_cnn_and_balanced_subsets():
     assert len(set(idx.tolist())) == 100
     for name in ("cifar-sgd", "cifar-momentum"):
         assert not tasks.TASKS[name].scan  # convolutions: a Python loop, not lax.scan
+
+
+def test_cost_summary_splits_probe_updates_from_the_rest():
+    from benchmarks.suite import cost
+
+    record = {"auto_times": [2.0, 1.0, 1.0, 3.0, 1.2], "wsd_times": [1.0] * 5,
+              "probe_steps": [0, 3]}  # fmt: skip
+    s = cost.summary(record)
+    assert s["auto_s"] == pytest.approx(8.2) and s["wsd_s"] == pytest.approx(5.0)
+    assert s["overhead"] == pytest.approx(8.2 / 5 - 1)
+    assert s["probes"] == 2
+    assert s["probe_share"] == pytest.approx((1.0 + 2.0) / 5)  # beyond the regular median 1.0
+    assert s["per_update"] == pytest.approx(0.0)
+
+
+def test_cost_measures_both_runs_interleaved_on_the_same_batches(tmp_path):
+    from benchmarks.suite import cost
+
+    assert cost.main(["--tasks", "digits", "--steps", "9", "--out", str(tmp_path)]) == 0
+    (record,) = [json.loads(line) for line in (tmp_path / "cost.jsonl").open()]
+    assert len(record["auto_times"]) == len(record["wsd_times"]) == 9
+    every = tasks.TASKS["digits"].every
+    assert record["probe_steps"] == list(range(0, 9, every))
+    assert record["machine"]["cpu_model"]

@@ -62,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         path = args.out / "runs.jsonl"
         env_path = args.out / "environment.json"
         args.out.mkdir(parents=True, exist_ok=True)
-        env_path.write_text(json.dumps(machine_facts(sys.argv[1:]), indent=1) + "\n")
+        # The first run's machine and versions; each row records its own CPU as well.
+        if not env_path.exists():
+            env_path.write_text(json.dumps(machine_facts(sys.argv[1:]), indent=1) + "\n")
         for c in cells:
             # Read afresh per cell: another process may be filling other rows of the same file.
             sweep(

@@ -24,6 +24,12 @@ Per task:
   twin (cifar-momentum near the tuned peak; bytelm still ~10x below it; digits
   and diabetes above their validation-tuned peaks), and identical to the default
   on cifar-sgd (no momentum, no twin);
+* task ``cifar-adam`` (the CIFAR CNN with Adam), every row: registered after
+  the ``auto-matched`` runs above, as a task on which none of the level rules
+  was chosen. Those runs suggest a rule by momentum kind ("matched" for an
+  exponential-average momentum, the twin for heavy ball), so its prediction,
+  written before any run on this task: ``auto-matched``'s level within x2 of
+  the tuned wsd peak and its validation accuracy at least ``auto-default``'s;
 * ``lrfind-wsd-*``: a fixed wsd at the peak ``lr_find`` suggests (100 updates
   before the run, by each suggestion rule); ``lrfind-auto``: ``auto_lr`` from the
   valley suggestion, without its one-step search.
@@ -44,7 +50,12 @@ __all__ = ["Cell", "QUICK_SEEDS", "SEEDS", "TASK_SEEDS", "plan", "seeds_for"]
 
 SEEDS = (0, 1, 2, 3, 4)
 # The language model and the CIFAR CNNs cost 15-30 s a run on 2 CPU cores: three seeds there.
-TASK_SEEDS = {"bytelm": (0, 1, 2), "cifar-sgd": (0, 1, 2), "cifar-momentum": (0, 1, 2)}
+TASK_SEEDS = {
+    "bytelm": (0, 1, 2),
+    "cifar-sgd": (0, 1, 2),
+    "cifar-momentum": (0, 1, 2),
+    "cifar-adam": (0, 1, 2),
+}
 QUICK_SEEDS = (0,)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.suite import cost
 from benchmarks.suite.tasks import TASKS, Task
 
 __all__ = ["summarise", "write"]
@@ -159,6 +160,19 @@ def _plot(task: Task, summary: dict, path: pathlib.Path) -> None:
 AUTO_EXTRA: tuple[str, ...] = ()
 
 
+def _elsewhere(rows: list[dict[str, Any]], env: dict) -> str:
+    """Which rows ran on another CPU than the first run's (rows record their own CPU)."""
+    other = defaultdict(set)
+    for r in rows:
+        if r.get("cpu") and r["cpu"] != env.get("cpu_model"):
+            other[r["cpu"]].add(r["method"])
+    return "".join(
+        f" Rows run on {cpu} (compare them with the others as means over seeds, not run by "
+        f"run): {', '.join(f'`{m}`' for m in sorted(ms))}."
+        for cpu, ms in sorted(other.items())
+    )
+
+
 def write(out: pathlib.Path, tasks: tuple[str, ...] | None = None) -> str:
     """Writes ``report.md`` and the plots under ``out``; returns the page's path."""
     out = pathlib.Path(out)
@@ -168,6 +182,10 @@ def write(out: pathlib.Path, tasks: tuple[str, ...] | None = None) -> str:
     if (out / "environment.json").exists():
         env = json.loads((out / "environment.json").read_text())
     versions = env.get("versions", {})
+    costs = {}  # the newest record per task wins
+    if (out / "cost.jsonl").exists():
+        with (out / "cost.jsonl").open() as f:
+            costs = {r["task"]: r for r in map(json.loads, filter(str.strip, f))}
     names = [t for t in (tasks or TASKS) if any(r.get("task") == t for r in rows)]
     lines = [
         "# Task suite: results",
@@ -179,7 +197,7 @@ def write(out: pathlib.Path, tasks: tuple[str, ...] | None = None) -> str:
         "",
         f"Machine: {env.get('cpu_model', '?')}, {env.get('cpu_cores', '?')} cores; "
         f"jax {versions.get('jax', '?')}, optax {versions.get('optax', '?')}; "
-        f"command: `{env.get('command', '?')}`.",
+        f"first command: `{env.get('command', '?')}`.{_elsewhere(rows, env)}",
         "",
     ]
     for name in names:
@@ -268,6 +286,16 @@ def write(out: pathlib.Path, tasks: tuple[str, ...] | None = None) -> str:
                 f"auto-default {auto_s:.2f} s: probes and twin "
                 f"{100 * (auto_s / fixed_s - 1):+.1f} % "
                 "(across runs on one machine, not within one run)."
+            )
+        if name in costs:
+            c, facts = cost.summary(costs[name]), costs[name].get("machine", {})
+            lines.append(
+                f"- Cost within one run (`python -m benchmarks.suite.cost`: "
+                f"{costs[name]['steps']} updates, seed 0, each a jitted call from Python, "
+                f"the two runs interleaved; {facts.get('cpu_model', '?')}): auto-default "
+                f"{c['auto_s']:.2f} s against wsd {c['wsd_s']:.2f} s, "
+                f"{100 * c['overhead']:+.1f} %; its {c['probes']} probe updates "
+                f"{100 * c['probe_share']:+.1f} %, every update {100 * c['per_update']:+.1f} %."
             )
         if finds and not math.isnan(fixed_s):
             lines.append(

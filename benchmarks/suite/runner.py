@@ -21,6 +21,7 @@ import optax
 from optax import contrib
 
 import autolr_jax as al
+from benchmarks._common import _cpu_model
 from benchmarks.suite.methods import Method, shape
 from benchmarks.suite.tasks import Task
 
@@ -190,6 +191,7 @@ def run_one(task: Task, method: Method, lr: float | None, seed: int) -> dict[str
         "lr_trace": [_finite(float(x)) for x in rates[::per]],
         "level_trace": [_finite(float(x)) for x in levels[::per]],
         "wall_s": wall,
+        "cpu": _cpu_model(),
         # The plan's key of a row without a rate of its own (lr above is what it found).
         **({} if method.uses_lr else {"lr_key": None}),
         **extra,

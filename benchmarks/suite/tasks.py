@@ -361,15 +361,18 @@ def _eval_cnn(params, x, y):
     return {"accuracy": 100.0 * jnp.mean(jnp.argmax(logits, -1) == y), "loss": loss}
 
 
-def _cifar_task(name: str, momentum: float | None, grid, starts) -> Task:
+def _cifar_task(name: str, momentum: float | None, grid, starts, adam: bool = False) -> Task:
     kwargs = {} if momentum is None else {"momentum": momentum}
+    factory = optax.adam if adam else optax.sgd
     return Task(
         name=name,
-        optimizer=lambda lr: optax.sgd(lr, **kwargs),
-        optimizer_name="SGD" + ("" if momentum is None else f", momentum {momentum}"),
-        factory=(optax.sgd, kwargs),
+        optimizer=lambda lr: factory(lr, **kwargs),
+        optimizer_name="Adam"
+        if adam
+        else "SGD" + ("" if momentum is None else f", momentum {momentum}"),
+        factory=(factory, kwargs),
         pre=lambda: (),
-        lr_free="sgd",
+        lr_free="adam" if adam else "sgd",
         metric="accuracy",
         higher_is_better=True,
         batch_size=32,
@@ -457,6 +460,10 @@ TASKS: dict[str, Task] = {
     "cifar-sgd": _cifar_task("cifar-sgd", None, half_decades(-4, 0), (1e-4, 1e-3, 1e-2, 1e-1, 1.0)),
     "cifar-momentum": _cifar_task(
         "cifar-momentum", 0.9, half_decades(-6, -2), (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+    ),
+    # Registered after the auto-matched runs, as a task none of the level rules was chosen on.
+    "cifar-adam": _cifar_task(
+        "cifar-adam", None, half_decades(-8, -3), (1e-5, 1e-4, 1e-3, 1e-2, 1e-1), adam=True
     ),
 }
 
