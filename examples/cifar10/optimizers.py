@@ -106,8 +106,14 @@ class Method:
 
 # config.auto.probe_step -> auto_lr's probe_optimizer. 'auto' (auto_lr's default): with
 # momentum the probes scale SGD's step without momentum at 1 / (1 - momentum) times the level
-# (the momentum update's steady step), except under rule='seed'; 'update': SGD's own update.
-PROBE_STEPS = {"auto": "auto", "update": None, "momentum_free": "momentum_free"}
+# (the momentum update's steady step), except under rule='seed'; 'update': SGD's own update;
+# 'matched': the step without momentum, rescaled to the length of the update.
+PROBE_STEPS = {
+    "auto": "auto",
+    "update": None,
+    "momentum_free": "momentum_free",
+    "matched": "matched",
+}
 
 
 # config.optimizer: the direction the learning rate scales, as PyTorch computes it.
