@@ -2,8 +2,8 @@
 
 A one-step probe along a momentum update judges a step that is mostly the past
 gradients' average, not the step the incoming gradient asks for; and the level
-such a probe accepts grows with the momentum while the best rate does not (the
-digits benchmark). Vaswani et al.'s line search for adaptive methods leaves the
+such a probe accepts grows with the momentum while the best rate does not.
+Vaswani et al.'s line search for adaptive methods leaves the
 momentum out of its trial steps; :func:`momentum_free_twin` builds that step for
 the Optax factories whose momentum is known, at the scale of the optimizer's
 steady step, so the level it finds applies to the optimizer itself.
