@@ -35,6 +35,19 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
 os.environ.setdefault("AUTOLR_JAX_CACHE", tempfile.mkdtemp(prefix="autolr_jax_test_cache_"))
 
 
+# Module fixtures that train or benchmark for seconds: the tests that share one run on one
+# xdist worker (pyproject's --dist loadgroup), so that it is made once, not once per worker.
+SHARED_RUNS = ("smoke", "quick_run", "auto_runs", "interrupted_run")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for name in SHARED_RUNS:
+            if name in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.xdist_group(f"{item.module.__name__}.{name}"))
+
+
 def require(module_name: str, reason: str):
     """Imports ``module_name``; skips (locally) or fails (under CI=true) if absent."""
     try:

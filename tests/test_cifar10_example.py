@@ -14,6 +14,9 @@ compilation, so each run is shared by every check that can read it.
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import io
 import json
 import math
 import os
@@ -36,6 +39,7 @@ from examples.cifar10 import configs, input_pipeline, models, optimizers, train
 ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = ROOT.parent / "shared" / "data" / "cifar10-jpg.tar.gz"
 SPE = 5  # updates per epoch of tiny_config: 40 images / batch 8
+TINY_STAGES = (1, 1)  # tiny_config's ResNet: two stages of one block
 TIMING = ("epoch_time_s", "train_time_s", "eval_time_s", "steps_per_s", "wall_time_s",
           "child_steps_per_s")  # fmt: skip
 
@@ -61,7 +65,9 @@ def tiny_config(data_dir, **overrides):
     config = configs.get_config("cpu")
     config.data.data_dir = str(data_dir)
     config.model.width = 0.0625
-    config.model.stage_sizes = (1, 1, 1, 1)
+    # Two one-block stages: every kind of block (stride 1; stride 2 with a projection) at
+    # about 60 % of four stages' compilation time, which is most of each run's.
+    config.model.stage_sizes = TINY_STAGES
     config.data.train_subset = None
     config.batch_size = 8  # 5 updates per epoch
     config.eval_batch_size = 16  # the last test batch is padded
@@ -627,11 +633,30 @@ def _run_main(args, env=None, timeout=300):
     )  # fmt: skip
 
 
+def main_in_process(args) -> tuple[int, str, object]:
+    """main.main on the command line ``args``, in this process (no start-up, and the
+    session's compiled programs): its exit status, its stderr and the parsed config."""
+    from examples.cifar10 import main
+
+    err, saved = io.StringIO(), sys.argv
+    sys.argv = ["main", *args]  # ml_collections reads the --config.<field> overrides here
+    try:
+        main.FLAGS(sys.argv)
+        with contextlib.redirect_stderr(err):
+            status = main.main(["main"])
+        return status, err.getvalue(), copy.deepcopy(main.FLAGS.config)
+    finally:
+        main.FLAGS.unparse_flags()
+        for name in [n for n in main.FLAGS if n.startswith("config.")]:
+            delattr(main.FLAGS, name)  # the overrides' flags, defined by this parse
+        sys.argv = saved
+
+
 def _tiny_flags(data_dir, workdir):
     return [
         f"--config={ROOT / 'examples/cifar10/configs/cpu.py'}",
         f"--config.data.data_dir={data_dir}", "--config.model.width=0.0625",
-        "--config.model.stage_sizes=(1,1,1,1)", "--config.data.train_subset=40",
+        f"--config.model.stage_sizes={TINY_STAGES}", "--config.data.train_subset=40",
         "--config.batch_size=8", "--config.eval_batch_size=16", "--config.epochs=2",
         "--config.auto.probe_batch_size=8", "--config.progress=False", "--config.plots=False",
         "--config.checkpoint=False", f"--workdir={workdir}",
@@ -643,32 +668,32 @@ def _with_devices(n: int) -> str:
     return f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={n}"
 
 
-def test_eight_devices_give_the_learning_rates_and_metrics_of_one(tiny_folder, tmp_path):
-    """Data parallel: the batch is sharded over 8 simulated CPU devices (SPMD).
+def test_eight_devices_give_the_learning_rates_and_metrics_of_one(tiny_folder, tmp_path, capsys):
+    """Data parallel: the batch is sharded over 8 simulated CPU devices (SPMD), in a
+    subprocess; the one-device run is the same command line in this process (one CPU device).
 
     The probe scores by rank: min-max normalisation would magnify the float noise of
     reductions split over devices when candidate losses are nearly equal (as here).
     """
-    histories = {}
+    histories, configs_run = {}, {}
     for n in (1, 8):
-        env = {**os.environ, "XLA_FLAGS": _with_devices(n)}
-        flags = _tiny_flags(tiny_folder, tmp_path / f"d{n}")
-        result = _run_main(
-            [
-                *flags,
-                "--config.schedule=auto",
-                "--config.auto.every=2",
-                "--config.auto.score=rank_exp",
-                "--config.auto.rule=seed",
-                "--config.auto.initial_search=False",
-                "--config.auto.probe_source=random",
-                "--config.auto.budget=none",
-            ],
-            env,
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-        assert f"on {n} device(s)" in result.stdout
+        flags = [*_tiny_flags(tiny_folder, tmp_path / f"d{n}"), "--config.schedule=auto",
+                 "--config.auto.every=2", "--config.auto.score=rank_exp", "--config.auto.rule=seed",
+                 "--config.auto.initial_search=False", "--config.auto.probe_source=random",
+                 "--config.auto.budget=none"]  # fmt: skip
+        if n == 1:
+            status, err, _ = main_in_process(flags)
+            assert status == 0, err[-3000:]
+            out = capsys.readouterr().out
+        else:
+            result = _run_main(flags, {**os.environ, "XLA_FLAGS": _with_devices(n)})
+            assert result.returncode == 0, result.stderr[-3000:]
+            out = result.stdout
+        assert f"on {n} device(s)" in out
         histories[n] = read_metrics(tmp_path / f"d{n}")
+        saved = json.loads((tmp_path / f"d{n}" / "config.json").read_text())
+        configs_run[n] = {k: v for k, v in saved.items() if not k.startswith("_")}
+    assert configs_run[1] == configs_run[8]  # the same run on 1 and 8 devices
     for a, b in zip(histories[1], histories[8], strict=True):
         np.testing.assert_allclose(a["lr"], b["lr"], rtol=1e-5)
         # The metrics are means over sharded batches: the reductions split over devices
@@ -696,10 +721,15 @@ def test_command_line_reports_bad_settings(tmp_path):
     result = _run_main(flags)
     assert result.returncode == 2, result.stderr[-3000:]
     assert "does not exist" in result.stderr and "Traceback" not in result.stderr
-    result = _run_main([*flags, "--config.schedule=nope"])
-    assert result.returncode == 2 and "config.schedule must be one of" in result.stderr
-    result = _run_main([*flags, "--config.learning_rate=inf"])
-    assert result.returncode == 2 and "learning_rate must be finite" in result.stderr
+    # Bad settings: the same exit status and one line, from main in this process.
+    bad = {
+        "--config.schedule=nope": "config.schedule must be one of",
+        "--config.learning_rate=inf": "learning_rate must be finite",
+    }
+    for flag, message in bad.items():
+        status, err, _ = main_in_process([*flags, flag])
+        assert status == 2 and err.startswith("error: ") and message in err, err
+        assert len(err.splitlines()) == 1
 
 
 def test_presets():

@@ -570,7 +570,7 @@ def _write_folder(root: Path) -> Path:
     return input_pipeline.write_synthetic_folder(root)
 
 
-@pytest.mark.skipif(not IN_CI, reason="trains the real example (compilation: ~30 s); CI only")
+@pytest.mark.skipif(not IN_CI, reason="trains the real example (compilation: ~10 s); CI only")
 def test_real_example_tiny(tmp_path):
     """Two real one-epoch runs on 40 generated images: it reads what the example writes."""
     for mod in ("flax", "orbax.checkpoint", "matplotlib", "PIL"):
@@ -580,7 +580,7 @@ def test_real_example_tiny(tmp_path):
     argv = [
         "--protocol", "cpu", "--seeds", "0", "--data-dir", str(folder), "--out", str(out),
         "--only", "main:constant,main:auto3",
-        "--set", "epochs=1", "--set", "model.width=0.0625", "--set", "model.stage_sizes=1,1,1,1",
+        "--set", "epochs=1", "--set", "model.width=0.0625", "--set", "model.stage_sizes=1,1",
         "--set", "data.train_subset=40", "--set", "batch_size=8", "--set", "eval_batch_size=16",
         "--set", "auto.probe_batch_size=8", "--set", "plots=false", "--keep-checkpoints",
     ]  # fmt: skip

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _plateau_oracle import plateau_lrs
+from test_cifar10_example import TINY_STAGES
 
 from examples.cifar10 import configs, input_pipeline, run_log, train
 from examples.cifar10.input_pipeline import Split
@@ -66,7 +67,7 @@ def tiny_config(data_dir, **data):
     config = configs.get_config("seed_published")
     config.data.data_dir = str(data_dir)
     config.model.width = 0.0625
-    config.model.stage_sizes = (1, 1, 1, 1)
+    config.model.stage_sizes = TINY_STAGES
     config.batch_size = 8
     config.eval_batch_size = 16
     config.epochs = 2
