@@ -161,14 +161,16 @@ AUTO_EXTRA: tuple[str, ...] = ()
 
 
 def _elsewhere(rows: list[dict[str, Any]], env: dict) -> str:
-    """Which rows ran on another CPU than the first run's (rows record their own CPU)."""
+    """Which of a task's rows ran on another CPU than the first run's (rows record their own)."""
     other = defaultdict(set)
     for r in rows:
         if r.get("cpu") and r["cpu"] != env.get("cpu_model"):
             other[r["cpu"]].add(r["method"])
+    every = {r["method"] for r in rows}
     return "".join(
-        f" Rows run on {cpu} (compare them with the others as means over seeds, not run by "
-        f"run): {', '.join(f'`{m}`' for m in sorted(ms))}."
+        f" Run on {cpu}: "
+        + ("every row" if ms == every else ", ".join(f"`{m}`" for m in sorted(ms)))
+        + " (compare across machines as means over seeds, not run by run)."
         for cpu, ms in sorted(other.items())
     )
 
@@ -197,7 +199,8 @@ def write(out: pathlib.Path, tasks: tuple[str, ...] | None = None) -> str:
         "",
         f"Machine: {env.get('cpu_model', '?')}, {env.get('cpu_cores', '?')} cores; "
         f"jax {versions.get('jax', '?')}, optax {versions.get('optax', '?')}; "
-        f"first command: `{env.get('command', '?')}`.{_elsewhere(rows, env)}",
+        f"versions recorded by `{env.get('command', '?')}`. Rows run on another machine are named "
+        "in their task's section.",
         "",
     ]
     for name in names:
@@ -209,7 +212,8 @@ def write(out: pathlib.Path, tasks: tuple[str, ...] | None = None) -> str:
             f"## {name}",
             "",
             f"{task.optimizer_name}; {task.steps} updates of batch {task.batch_size}; "
-            f"metric: {task.metric} ({direction} is better).",
+            f"metric: {task.metric} ({direction} is better)."
+            + _elsewhere([r for r in rows if r.get("task") == name], env),
             "",
             "| row | rate | n | val | test | final training loss | level before cooldown |",
             "| --- | --- | --- | --- | --- | --- | --- |",
