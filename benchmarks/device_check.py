@@ -5,8 +5,6 @@ Run from the repository root, on whatever accelerator JAX sees::
     python -m benchmarks.device_check --out DIR [--wheels .carry/wheels] [--data-dir PATH]
     python -m benchmarks.device_check --smoke --out DIR   # the same code on CPU, tiny, < 1 min
 
-(``python benchmarks/device_check.py ...`` works too.)
-
 Stage 1, the probe's cost (``benchmarks.probe_overhead``'s measurements): the full-width
 ResNet-18 (CIFAR variant, ``examples.cifar10.models.ResNet``) at batch 32 and 256 with
 N = 3 and 7 factors: one forward, one plain-SGD training step, and the probe (jitted
@@ -56,16 +54,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a file: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from benchmarks import _common  # noqa: E402
-from benchmarks import probe_overhead as po  # noqa: E402
+from benchmarks import _common
+from benchmarks import probe_overhead as po
 
 SCHEMA = "autolr_jax/device_check/v1"
 ROOT = Path(__file__).resolve().parent.parent

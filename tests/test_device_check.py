@@ -255,9 +255,8 @@ def test_install_wheels(tmp_path, monkeypatch):
     assert dc.install_wheels(tmp_path / "empty") == []
 
 
-def test_runs_as_a_file():
-    # (as a module, ``python -m benchmarks.device_check``, is what main() above is)
-    cmd = [sys.executable, "benchmarks/device_check.py", "--help"]
+def test_runs_as_a_module_from_the_repository_root():
+    cmd = [sys.executable, "-m", "benchmarks.device_check", "--help"]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "--smoke" in r.stdout and "--wheels" in r.stdout

@@ -16,15 +16,11 @@ hosts, call it on each after ``jax.distributed.initialize()`` (``--distributed``
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-if __package__ in (None, ""):  # run as a file: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from absl import app, flags, logging
+from ml_collections import config_flags
 
-from absl import app, flags, logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-from examples.cifar10 import input_pipeline, train  # noqa: E402
+from examples.cifar10 import input_pipeline, train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
