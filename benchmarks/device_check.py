@@ -46,6 +46,7 @@ import importlib.util
 import json
 import math
 import os
+import site
 import subprocess
 import sys
 import tempfile
@@ -126,8 +127,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def install_wheels(folder: str | os.PathLike, target: str | os.PathLike | None = None) -> list[str]:
     """Installs the wheels in ``folder`` whose distribution is missing; returns their names.
 
-    Into a folder of its own (``pip install --no-index --no-deps --target``), put first
-    on ``sys.path``: nothing is fetched, nothing installed is replaced.
+    Into a folder of its own (``pip install --no-index --no-deps --target``), added as a
+    site directory: nothing is fetched, nothing installed is replaced.
     """
     wheels = sorted(Path(folder).glob("*.whl"))
     missing = []
@@ -142,7 +143,7 @@ def install_wheels(folder: str | os.PathLike, target: str | os.PathLike | None =
     target = Path(target or Path(tempfile.gettempdir()) / "device_check_site")
     cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps"]
     subprocess.run([*cmd, "--target", str(target), *map(str, missing)], check=True)
-    sys.path.insert(0, str(target))
+    site.addsitedir(str(target))  # only missing distributions are there: order cannot matter
     importlib.invalidate_caches()
     return [w.name for w in missing]
 
