@@ -141,13 +141,29 @@ def trajectory(tx, steps=30):
 def test_auto_is_the_explicit_twin_for_adam():
     kwargs = dict(learning_rate=1e-3, loss_fn=loss_fn, every=3)
     auto, state = trajectory(al.auto_lr(optax.adam, **kwargs))
-    explicit, _ = trajectory(
+    explicit, explicit_state = trajectory(
         al.auto_lr(optax.adam, probe_optimizer=functools.partial(optax.adam, b1=0.0), **kwargs)
     )
     update, update_state = trajectory(al.auto_lr(optax.adam, probe_optimizer=None, **kwargs))
     np.testing.assert_array_equal(auto, explicit)
-    assert state.probe_state is not None and update_state.probe_state is None
+    # the built-in twin reads Adam's own state; a factory keeps one of its own
+    assert state.probe_state is None and explicit_state.probe_state is not None
+    assert update_state.probe_state is None
     assert not np.allclose(auto, update)  # the twin changes the levels chosen
+
+
+@pytest.mark.parametrize("name", EMA)
+def test_the_shared_state_twin_is_the_twin_with_its_own_state(name):
+    # The oracle keeps the twin's statistics apart (a factory, so they are not shared):
+    # the same levels and the same candidate losses, bit for bit, over 30 updates.
+    factory = getattr(optax, name)
+    kwargs = dict(learning_rate=1e-3, loss_fn=loss_fn, every=3, factors=(2.0, 1.0, 0.5))
+    shared = al.auto_lr(factory, **kwargs)
+    apart = al.auto_lr(factory, probe_optimizer=functools.partial(factory, b1=0.0), **kwargs)
+    (lr_shared, s_shared), (lr_apart, s_apart) = trajectory(shared), trajectory(apart)
+    np.testing.assert_array_equal(lr_shared, lr_apart)
+    np.testing.assert_array_equal(s_shared.telemetry.losses, s_apart.telemetry.losses)
+    assert s_shared.probe_state is None and s_apart.probe_state is not None
 
 
 def test_auto_is_the_explicit_twin_for_momentum_sgd():

@@ -34,6 +34,7 @@ from autolr_jax.auto._rules import (
 )
 from autolr_jax.auto._scores import ScoreFn
 from autolr_jax.auto._settings import check_probe_optimizer, check_settings
+from autolr_jax.auto._twin import averages_gradients
 
 __all__ = ["AutoLRControl", "AutoLRState", "AutoLRTelemetry", "auto_lr"]
 
@@ -142,9 +143,10 @@ class AutoLRState(NamedTuple):
       telemetry: an :class:`AutoLRTelemetry` describing the last probe.
       control: an :class:`AutoLRControl`: the level, and what the do-no-harm
         guard and ``probe_during_decay`` need.
-      probe_state: with ``probe_optimizer``, the state of that optimizer
-        (updated with every gradient, like the wrapped one's); ``None`` without
-        it.
+      probe_state: with a ``probe_optimizer`` of its own, the state of that
+        optimizer (updated with every gradient, like the wrapped one's);
+        ``None`` without one, and for the built-in twin of the Adam family (it
+        reads the wrapped optimizer's state).
     """
 
     inject_state: Any
@@ -528,11 +530,13 @@ def auto_lr(
         adaptive methods does, the trial steps leave the momentum out. Heavy-ball
         momentum sums the gradients, so its steady step is ``1 / (1 - m)`` times
         the rate's and the twin of ``optax.sgd(lr, momentum=m)`` is
-        ``optax.sgd(lr / (1 - m))``. The twin keeps its own state, updated with
-        every gradient; the level it finds is applied to the wrapped optimizer.
-        A factory needs ``lookahead=1``; ``"auto"`` with ``lookahead > 1`` scales
-        the update. ``AutoLRState.probe_state`` is None exactly when the probes
-        scale the update.
+        ``optax.sgd(lr / (1 - m))``. A factory's twin keeps its own state,
+        updated with every gradient; the built-in twin of the Adam family reads
+        the wrapped optimizer's state instead (the same statistics but the first
+        moment, which it does not use). The level it finds is applied to the
+        wrapped optimizer. A factory needs ``lookahead=1``; ``"auto"`` with
+        ``lookahead > 1`` scales the update. ``AutoLRState.probe_state`` is None
+        where the probes scale the update or the twin reads the wrapped state.
       **inner_kwargs: passed to ``optimizer``, e.g. ``momentum=0.9``,
         ``nesterov=True``, ``weight_decay=1e-4``.
 
@@ -628,6 +632,11 @@ def auto_lr(
     # The probe twin is built at the rate it is asked for (a traced scalar is fine for an
     # Optax factory); its state then holds no learning rate, so current_lr stays unambiguous.
     match_length = isinstance(probe_optimizer, str) and probe_optimizer == "matched"
+    # A built-in twin of the Adam family reads the wrapped optimizer's statistics: its own
+    # state would repeat them (the same gradients, the same b2) at the cost of an update.
+    shares_state = isinstance(probe_optimizer, str) and averages_gradients(
+        optimizer, **inner_kwargs
+    )
     twin = check_probe_optimizer(
         probe_optimizer,
         learning_rate,
@@ -677,7 +686,9 @@ def auto_lr(
             inject_state = with_learning_rate(
                 inject_state, jnp.float32(learning_rate) * _shape_at(schedule, 0)
             )
-        probe_state = None if twin is None else twin(learning_rate=learning_rate).init(params)
+        probe_state = None
+        if twin is not None and not shares_state:
+            probe_state = twin(learning_rate=learning_rate).init(params)
         return AutoLRState(
             inject_state=inject_state, telemetry=telemetry, control=control, probe_state=probe_state
         )
@@ -729,7 +740,8 @@ def auto_lr(
                 if twin is None:
                     u, _ = inner_update(level)
                 else:
-                    u, _ = twin(learning_rate=level).update(updates, state.probe_state, params)
+                    twin_state = inject_state.inner_state if shares_state else state.probe_state
+                    u, _ = twin(learning_rate=level).update(updates, twin_state, params)
                     if match_length:
                         u = _matched(u, inner_update(level)[0])
 
@@ -825,7 +837,7 @@ def auto_lr(
         down = telemetry.decision == DECISIONS["search_down"]
         new_updates = jax.tree.map(lambda u: jnp.where(down, jnp.zeros_like(u), u), new_updates)
         probe_state = None
-        if twin is not None:
+        if twin is not None and not shares_state:
             # The twin's own statistics follow every gradient, as the wrapped optimizer's do.
             _, probe_state = twin(learning_rate=new_lr).update(updates, state.probe_state, params)
         return new_updates, AutoLRState(

@@ -18,7 +18,12 @@ from typing import Any
 import numpy as np
 import optax
 
-__all__ = ["PROBE_OPTIMIZER_MODES", "momentum_free_twin", "resolve_probe_optimizer"]
+__all__ = [
+    "PROBE_OPTIMIZER_MODES",
+    "averages_gradients",
+    "momentum_free_twin",
+    "resolve_probe_optimizer",
+]
 
 # What auto_lr's probe_optimizer may name besides None and a factory.
 PROBE_OPTIMIZER_MODES = ("auto", "momentum_free", "matched")
@@ -74,6 +79,18 @@ def _check_momentum(name: str, value: Any) -> float:
     if not 0.0 <= m < 1.0:
         raise ValueError(f"momentum_free_twin: {name} must be in [0, 1), got {value!r}")
     return m
+
+
+def averages_gradients(optimizer: Any, **inner_kwargs: Any) -> bool:
+    """Whether ``optimizer`` is one of the Adam family with its momentum (``b1``) on.
+
+    Its twin is the same factory with ``b1=0``, whose state has the same structure
+    and the same statistics but the first moment, which a ``b1=0`` step does not read
+    (``mu = 0 * mu + g``): so the wrapped optimizer's own state can stand in for the
+    twin's.
+    """
+    factory, kwargs = _unwrap(optimizer, dict(inner_kwargs))
+    return any(factory is f for f in _EMA_MOMENTUM) and not _is_zero(kwargs.get("b1", 0.9))
 
 
 def momentum_free_twin(
