@@ -30,6 +30,15 @@ Per task:
   exponential-average momentum, the twin for heavy ball), so its prediction,
   written before any run on this task: ``auto-matched``'s level within x2 of
   the tuned wsd peak and its validation accuracy at least ``auto-default``'s;
+* ``auto-guard-memory5``: the default with ``guard_memory=5`` (for five probes
+  after the guard undoes a rise, a rise goes at most halfway, in log, to the
+  level that failed). Registered after the ``auto-matched`` rows showed, on
+  cifar-sgd (Intel Xeon; ``auto-matched`` is the default's code path there, no
+  twin), seed 2 diverging from 3 of 5 starts: the guard undid 0.32 -> 0.16, the
+  next probe rose to 0.32 again and a later one to 0.64, and the loss went
+  non-finite within ten updates. Prediction, written before any run: no seed
+  diverges on cifar-sgd, and every other task within seed noise of
+  ``auto-default``;
 * ``lrfind-wsd-*``: a fixed wsd at the peak ``lr_find`` suggests (100 updates
   before the run, by each suggestion rule); ``lrfind-auto``: ``auto_lr`` from the
   valley suggestion, without its one-step search.
@@ -76,6 +85,7 @@ AUTO = (
     Method("seed", "seed"),
     Method("auto-probe-update", "auto", auto=(("probe_optimizer", None),)),
     Method("auto-matched", "auto", auto=(("probe_optimizer", "matched"),)),
+    Method("auto-guard-memory5", "auto", auto=(("guard_memory", 5),)),
 )
 
 
