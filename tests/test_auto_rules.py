@@ -92,14 +92,15 @@ def np_search(losses, grid, loss0, safety):
 
 
 def oracle(
-    rule, lr0, factors, momentum=0.0, search=False, safety=4.0, shape=None, tol=0.05, memory=0,
+    rule, lr0, factors, momentum=0.0, search=False, safety=4.0, shape=None, tol=0.05, memory=5,
     signal="probe", probe_scale=None,
 ):  # fmt: skip
     """The learning rate after every update and the decision of every probe.
 
     ``signal="value"``: the guard compares the mean training loss (the loss at each
     update's parameters) of the updates since the last probe, this one's included,
-    with the same mean of the interval before. ``probe_scale``: the probes scale the
+    with the same mean of the interval before. ``memory``: the guard's memory in probes
+    (5, auto_lr's default where there is a guard; 0: none). ``probe_scale``: the probes scale the
     momentum-free step ``-level * probe_scale * g`` instead of the update."""
     w = np.zeros(5)
     m = np.zeros(5)
@@ -271,7 +272,7 @@ def test_guard_memory_trajectory_matches_numpy_oracle(momentum):
     np.testing.assert_allclose(lrs, want, rtol=2e-4)
     assert {"guard", "capped"} <= set(decisions)  # the memory does act
     # Without memory the same rule re-tries the failed level: no "capped" decision.
-    _, plain_d = oracle(np_up, lr0, (2.0, 1.0, 0.5), momentum)
+    _, plain_d = oracle(np_up, lr0, (2.0, 1.0, 0.5), momentum, memory=0)
     assert "capped" not in plain_d and plain_d != want_d
 
 

@@ -278,7 +278,7 @@ def auto_lr(
     search_safety: float = 4.0,
     guard: bool | None = None,
     guard_tolerance: float = 0.05,
-    guard_memory: int = 0,
+    guard_memory: int | None = None,
     guard_on: str | None = None,
     probe_optimizer: str | Callable[..., optax.GradientTransformation] | None = "auto",
     **inner_kwargs: Any,
@@ -494,8 +494,9 @@ def auto_lr(
         int >= 0 (needs the guard). While it does, a rise may go at most halfway
         in log from the level to the lowest remembered failed level
         (decision ``"capped"``), so the probes bisect towards the edge instead of
-        re-trying the rise that failed every other probe. ``0`` (default): no
-        memory.
+        re-trying the rise that failed every other probe. ``0``: no memory.
+        ``None`` (default): 5 where the guard is on, else 0. Until the guard
+        undoes a rise the memory changes nothing.
       guard_on: what the guard compares. ``"probe"``: the loss at the current
         parameters on this probe's batch against the same at the last probe, two
         different batches, so a rise is judged within one batch's noise

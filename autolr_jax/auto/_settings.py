@@ -34,6 +34,9 @@ __all__ = ["GUARD_SIGNALS", "Settings", "check_settings"]
 # What the guard may compare (auto_lr's guard_on).
 GUARD_SIGNALS = ("probe", "value")
 
+# How many probes the guard remembers a level it undid, by default (where there is a guard).
+DEFAULT_GUARD_MEMORY = 5
+
 
 def _factory_name(optimizer: Any) -> str:
     mod = getattr(optimizer, "__module__", "") or ""
@@ -270,6 +273,8 @@ def check_settings(
     check_real("search_safety", search_safety, lo=1.0, hi=1e4, scalar=True)
     check_real("guard_tolerance", guard_tolerance, lo=0.0, scalar=True)
     guard = rule_name != "seed" if guard is None else bool(guard)
+    if guard_memory is None:  # the default: a memory where there is a guard to remember
+        guard_memory = DEFAULT_GUARD_MEMORY if guard else 0
     guard_memory = check_int("guard_memory", guard_memory, lo=0, hi=2**31 - 1)
     if guard_memory and not guard:
         raise ValueError(

@@ -55,7 +55,7 @@ import dataclasses
 from benchmarks.suite.methods import Method
 from benchmarks.suite.tasks import TASKS, Task
 
-__all__ = ["Cell", "QUICK_SEEDS", "SEEDS", "TASK_SEEDS", "plan", "seeds_for"]
+__all__ = ["Cell", "QUICK_SEEDS", "ROW_NOTES", "SEEDS", "TASK_SEEDS", "plan", "seeds_for"]
 
 SEEDS = (0, 1, 2, 3, 4)
 # The language model and the CIFAR CNNs cost 15-30 s a run on 2 CPU cores: three seeds there.
@@ -72,6 +72,13 @@ def seeds_for(task: str, quick: bool = False) -> tuple[int, ...]:
     """The pre-registered seeds of a task."""
     return QUICK_SEEDS if quick else TASK_SEEDS.get(task, SEEDS)
 
+
+# What a row's records mean where its name alone no longer says it (printed by the report).
+ROW_NOTES = {
+    "auto-default": "the default as it was when these rows ran: guard_memory=0. Since "
+    "2026-12-08 the default is guard_memory=5 where the guard is on: the auto-guard-memory5 row.",
+    "auto-guard-memory5": "the default since 2026-12-08 (guard_memory=5 where the guard is on).",
+}
 
 FIXED = (Method("constant", "constant"), Method("cosine", "cosine"), Method("wsd", "wsd"))
 LR_FREE = (Method("prodigy", "prodigy"), Method("schedule_free", "schedule_free"),

@@ -141,9 +141,10 @@ def get_config() -> config_dict.ConfigDict:
             # shape, with config.wsd's decay_fraction and decay_shape; 'none': no shape.
             "budget": "wsd",
             # The relative rise of the loss the guard tolerates, and the probes for which it
-            # remembers a level it undid (0: no memory).
+            # remembers a level it undid (0: no memory; unset: auto_lr's default, 5 where
+            # there is a guard).
             "guard_tolerance": 0.05,
-            "guard_memory": 0,
+            "guard_memory": placeholder(int),
             # What the guard compares: 'value' (the mean training loss of the updates since
             # the last probe against the interval before: many batches, like with like) or
             # 'probe' (the probe batch's loss at successive probes: two batches, noisy).
