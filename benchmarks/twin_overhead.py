@@ -5,9 +5,10 @@ Run from the repository root::
     python -m benchmarks.twin_overhead          # the cpu protocol's ResNet-18 (width 1/8)
     python -m benchmarks.twin_overhead --quick  # small CNN, width 1/16: a smoke test
 
-With a momentum optimizer ``auto_lr``'s default probes a twin without momentum, which
-keeps its own optimizer state and takes one more optimizer update per step (no extra
-forward or backward pass). This measures that cost, per optimizer (Adam, SGD with
+With a momentum optimizer ``auto_lr``'s default probes a twin without momentum: SGD's
+has no state; Adam's reads Adam's own statistics (its committed results below
+benchmarks/results/twin_overhead/ predate that, when it kept a state of its own and took
+one more optimizer update per step). This measures that cost, per optimizer (Adam, SGD with
 momentum 0.9), at batch 32 on 32x32x3 inputs, on ``auto_lr``'s own jitted training
 steps, all timed together in rotated order (``probe_overhead.interleaved``):
 

@@ -1,7 +1,7 @@
 """The twin-overhead benchmark runs end to end, and its three steps are what it says.
 
 Timings are the benchmark's output, not assertions: this checks the record, the table,
-the state sizes (the twin holds a second Adam state: two more moment buffers) and that
+the state sizes (Adam's twin reads Adam's own state: no buffer more) and that
 the baseline row is the optimizer itself (a NumPy oracle).
 """
 
@@ -29,8 +29,9 @@ def test_quick_run_writes_the_record_and_the_table(tmp_path):
     assert all(s["reps"] >= 2 and s["median_s"] > 0 for s in steps.values())
     sizes = data["optimizers"]["adam"]["state_bytes"]
     n_params = sum(x.size for x in jax.tree.leaves(po.build_models("small_cnn", 0.0625)[0]))
-    # The twin's Adam state adds two float32 buffers the size of the parameters (mu, nu).
-    assert sizes["twin"] - sizes["update"] == pytest.approx(2 * 4 * n_params, rel=0.01)
+    # Adam's twin (b1=0) reads Adam's own statistics: no state of its own, so the states are
+    # the same size; a twin given as a factory would add two float32 buffers (mu, nu).
+    assert sizes["twin"] == sizes["update"] > 2 * 4 * n_params
     md = (tmp_path / "twin_overhead.md").read_text()
     assert "twin ÷ update, ordinary step" in md and "adam" in md
     assert result["config"]["optimizers"] == ["adam"]
