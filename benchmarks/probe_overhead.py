@@ -23,12 +23,9 @@ ratio formed from numbers measured in the same run:
 * the peer: Algorithm 1 of the seed in PyTorch, one ``copy.deepcopy`` of the model per
   factor (``benchmarks/torch_alg1.py``), on the same machine and architecture.
 
-Last measured (``benchmarks/results/probe_overhead.md``, 2026-11-23; AMD EPYC, 2 cores,
-JAX 0.10.2 on CPU, Python 3.11): ResNet-18, batch 32, N = 7: the probe (``auto`` -> ``map``)
-1.92 s = 0.94x the 7-forward floor and 1.97x a training step (PyTorch's Algorithm 1:
-2.40x); probing once per 1563-step epoch costs 0.14 % of the epoch (small CNN: 0.18 %).
-Those results predate the like-for-like SGD baseline (see :func:`plain_sgd`): their
-"non-probing step vs plain step" figures (-5.7 %, -16.7 %) are not to be quoted.
+The last measured numbers are in ``benchmarks/results/probe_overhead.md`` (with their
+machine and date), not here. Those results predate the like-for-like SGD baseline (see
+:func:`plain_sgd`): their "non-probing step vs plain step" figures are not to be quoted.
 
 Results go to ``<out>/probe_overhead.md`` and ``<out>/probe_overhead.json``.
 """
