@@ -429,29 +429,29 @@ def train_epoch(config, data, devices, train_step, method, state, epoch, probe_b
 
     steps_per_epoch = len(data.train) // config.batch_size
     probe = method.probe
-    bar = progress_bar(config, epoch, steps_per_epoch, "step")
     metrics_gd, running = nnx.split(train_metrics())
     running = devices.replicate(running)
     first, probe_outs, last_refresh = None, {}, time.time()
     batches = input_pipeline.train_batches(data.train, config.batch_size, config.seed, epoch)
-    for i, (x, y) in enumerate(batches):
-        step = epoch * steps_per_epoch + i
-        is_probe = probe is not None and step % probe.every == 0
-        if is_probe and probe.source == "random":
-            idx = input_pipeline.probe_indices(
-                len(data.train), probe.batch_size, config.seed, step, probe.lookahead
-            )
-            probe_batch = devices.replicate((data.train.images[idx], data.train.labels[idx]))
-        state, running, out = train_step(state, running, *devices.shard(x, y), *probe_batch)
-        first = out if i == 0 else first
-        if is_probe:
-            probe_outs[step] = out
-        bar.update(1)
-        if config.progress and time.time() - last_refresh > 0.5:
-            # Fetching waits for the step to finish: done twice a second, not every step.
-            bar.set_postfix(loss=f"{float(out['loss']):.4f}", lr=f"{float(out['lr']):.4g}")
-            last_refresh = time.time()
-    bar.close()
+    # A context manager: the bar is closed on Ctrl-C or an error in mid-epoch too.
+    with progress_bar(config, epoch, steps_per_epoch, "step") as bar:
+        for i, (x, y) in enumerate(batches):
+            step = epoch * steps_per_epoch + i
+            is_probe = probe is not None and step % probe.every == 0
+            if is_probe and probe.source == "random":
+                idx = input_pipeline.probe_indices(
+                    len(data.train), probe.batch_size, config.seed, step, probe.lookahead
+                )
+                probe_batch = devices.replicate((data.train.images[idx], data.train.labels[idx]))
+            state, running, out = train_step(state, running, *devices.shard(x, y), *probe_batch)
+            first = out if i == 0 else first
+            if is_probe:
+                probe_outs[step] = out
+            bar.update(1)
+            if config.progress and time.time() - last_refresh > 0.5:
+                # Fetching waits for the step to finish: done twice a second, not every step.
+                bar.set_postfix(loss=f"{float(out['loss']):.4f}", lr=f"{float(out['lr']):.4g}")
+                last_refresh = time.time()
     first, out, probe_outs, running = jax.device_get((first, out, probe_outs, running))
     train = nnx.merge(metrics_gd, running).compute()
     rec = {
