@@ -128,3 +128,18 @@ def test_cost_measures_both_runs_interleaved_on_the_same_batches(tmp_path):
     every = tasks.TASKS["digits"].every
     assert record["probe_steps"] == list(range(0, 9, every))
     assert record["machine"]["cpu_model"]
+
+
+def test_step_ratio_prints_the_applied_against_the_twin_length(capsys):
+    from benchmarks.suite import step_ratio
+
+    assert step_ratio.main(["--task", "digits", "--lr", "0.001", "--steps", "12"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    every = tasks.TASKS["digits"].every
+    printed = [int(line.split("update ")[1].split(":")[0]) for line in lines]
+    assert printed == sorted({*range(0, 12, every), 11})  # every probe's update and the last
+    ratios = [float(line.split("|u|/|u_twin| ")[1].split()[0]) for line in lines]
+    # Adam's bias-corrected first step is the twin's (b1 = 0) step: ratio 1; then shorter.
+    assert ratios[0] == pytest.approx(1.0, abs=1e-3) and all(0 < r <= 1.0 + 1e-3 for r in ratios)
+    with pytest.raises(SystemExit):  # no momentum, no twin
+        step_ratio.main(["--task", "cifar-sgd", "--lr", "0.01"])

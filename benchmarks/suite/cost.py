@@ -25,29 +25,15 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from benchmarks._common import machine_facts
 from benchmarks.suite.plan import AUTO, FIXED
-from benchmarks.suite.runner import _auto_state, batch_order
+from benchmarks.suite.runner import _auto_state, batch_order, update_fns
 from benchmarks.suite.tasks import TASKS, Task
 
 __all__ = ["measure", "summary"]
 
 OUT = pathlib.Path(__file__).resolve().parents[1] / "results" / "suite"
-
-
-def _stepper(task: Task, tx: optax.GradientTransformation, x, y, auto: bool):
-    @jax.jit
-    def step(params, state, idx):
-        batch = (x[idx], y[idx])
-        loss, grads = jax.value_and_grad(task.loss_fn)(params, batch)
-        extra = {"batch": batch, "value": loss} if auto else {}
-        updates, state = tx.update(grads, state, params, **extra)
-        probes = _auto_state(state).telemetry.num_probes if auto else jnp.int32(0)
-        return optax.apply_updates(params, updates), state, probes
-
-    return step
 
 
 def measure(task: Task, steps: int | None = None, seed: int = 0) -> dict:
@@ -59,24 +45,25 @@ def measure(task: Task, steps: int | None = None, seed: int = 0) -> dict:
     lr = task.starts[len(task.starts) // 2]
     auto_m, wsd_m = AUTO[0], FIXED[2]
     runs = {}
-    for name, method, auto in (("auto", auto_m, True), ("wsd", wsd_m, False)):
-        tx = method.build(task, lr)
-        params = task.init(jax.random.key(seed))
-        step = _stepper(task, tx, x, y, auto)
-        state = tx.init(params)
-        jax.block_until_ready(step.lower(params, state, order[0]).compile())
-        runs[name] = {"step": step, "carry": (params, state), "times": [], "probe": []}
+    for name, method in (("auto", auto_m), ("wsd", wsd_m)):
+        # The suite's own update (runner.update_fns), jitted one update at a time.
+        start, step, _ = update_fns(task, method, lr)
+        step = jax.jit(step)
+        carry = start(seed, lr)
+        args = (jnp.int32(0), order[0], jnp.float32(lr), x, y)
+        jax.block_until_ready(step(carry, *args))  # compiles; the result is dropped
+        runs[name] = {"step": step, "carry": carry, "times": [], "probe": []}
     last_probes = 0
     for t in range(steps):
         names = ("auto", "wsd") if t % 2 == 0 else ("wsd", "auto")
         for name in names:
             r = runs[name]
+            args = (jnp.int32(t), order[t], jnp.float32(lr), x, y)
             t0 = time.perf_counter()
-            params, state, probes = jax.block_until_ready(r["step"](*r["carry"], order[t]))
+            r["carry"] = jax.block_until_ready(r["step"](r["carry"], *args)[0])
             r["times"].append(time.perf_counter() - t0)
-            r["carry"] = (params, state)
             if name == "auto":
-                probes = int(probes)
+                probes = int(_auto_state(r["carry"][1]).telemetry.num_probes)
                 r["probe"].append(probes > last_probes)
                 last_probes = probes
     return {

@@ -17,8 +17,9 @@ Per task:
 * ``auto-matched``: the default, but each probe rescales the twin's step to the
   length of the update the optimizer applies (``probe_optimizer="matched"``).
   Registered after the ``auto-probe-update`` runs and an exploratory measurement
-  (seed 0, tuned wsd peak, constant rate) of that length ratio on digits,
-  diabetes, cifar-momentum and bytelm: 0.17-0.3 at every probe, as the noise
+  (seed 0, the tuned wsd peak as a constant rate; ``python -m
+  benchmarks.suite.step_ratio``) of that length ratio on digits, diabetes,
+  cifar-momentum and bytelm: 0.17-0.3 at every probe, as the noise
   averaged out of a b1 = 0.9 or momentum 0.9 update predicts. Prediction, written
   before any run of this row: levels about 4-5x the default's where there is a
   twin (cifar-momentum near the tuned peak; bytelm still ~10x below it; digits

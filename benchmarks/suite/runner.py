@@ -25,7 +25,7 @@ from benchmarks._common import _cpu_model
 from benchmarks.suite.methods import Method, shape
 from benchmarks.suite.tasks import Task
 
-__all__ = ["batch_order", "run_one", "run_lr_find", "Records", "sweep"]
+__all__ = ["batch_order", "run_one", "run_lr_find", "Records", "sweep", "update_fns"]
 
 
 def batch_order(task: Task, seed: int) -> np.ndarray:
@@ -64,8 +64,13 @@ def _compiled(task: Task, method: Method, lr: float | None = None):
     return _COMPILED[key]
 
 
-def _build(task: Task, method: Method, static_lr: float | None):
+def update_fns(task: Task, method: Method, static_lr: float | None):
+    """``(start, step, finish)`` of one run, unjitted: what a run's scan or loop calls.
 
+    ``start(seed, lr) -> carry``; ``step(carry, t, idx, lr, train_x, train_y) -> (carry,
+    (loss, rate, level))``, one update on the rows ``idx``; ``finish(params, state) ->``
+    the parameters to evaluate. ``static_lr`` as in :func:`_compiled`.
+    """
     # auto_lr checks its arguments when it is built: outside the trace, at a Python rate.
     static_tx = None if static_lr is None else method.build(task, static_lr)
     fixed_shape = (
@@ -101,6 +106,12 @@ def _build(task: Task, method: Method, static_lr: float | None):
         if method.kind == "schedule_free":
             return contrib.schedule_free_eval_params(state[-1], params)
         return params
+
+    return start, step, finish
+
+
+def _build(task: Task, method: Method, static_lr: float | None):
+    start, step, finish = update_fns(task, method, static_lr)
 
     def scanned(seed, lr, order, train_x, train_y):
         def body(carry, xs):
